@@ -1,1 +1,15 @@
-//! placeholder
+//! Load generation, simulation and test harness for crowd.
+//!
+//! - [`sim`]: a deterministic rider simulator that knows the true occupancy.
+//! - [`score`]: compares published estimates with that truth.
+//! - [`driver`]: the open-loop load driver behind `loadgen run`.
+//! - [`demo`]: `loadgen demo`, the whole system on one machine.
+//! - [`redis_process`] and [`stack`]: private redis-server processes and
+//!   in-process servers and aggregators, for the demo and for tests.
+
+pub mod demo;
+pub mod driver;
+pub mod redis_process;
+pub mod score;
+pub mod sim;
+pub mod stack;

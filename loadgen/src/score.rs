@@ -1,0 +1,1 @@
+//! Accuracy scoring against the simulator truth.

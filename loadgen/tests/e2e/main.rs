@@ -1,0 +1,8 @@
+//! End-to-end tests: real redis-server processes, the real gRPC server over a
+//! socket, the real aggregator.
+
+mod aggregation;
+mod helpers;
+mod ingest;
+mod queries;
+mod system;
