@@ -1,4 +1,5 @@
-//! Compiles `crowd/v1` (gRPC API) and `crowd/store/v1` (Redis records) with a
+//! Compiles `crowd/v1` (gRPC API), `crowd/store/v1` (Redis records) and the
+//! vendored GTFS-Realtime schema (the operators' feed) with a
 //! vendored protoc, so a fresh machine needs no system protobuf compiler.
 
 use std::path::PathBuf;
@@ -19,9 +20,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &[
                 PathBuf::from("crowd/v1/crowd.proto"),
                 PathBuf::from("crowd/store/v1/store.proto"),
+                PathBuf::from("gtfs-realtime/gtfs-realtime.proto"),
             ],
             &[PathBuf::from("."), well_known],
         )?;
     println!("cargo:rerun-if-changed=crowd");
+    println!("cargo:rerun-if-changed=gtfs-realtime");
     Ok(())
 }

@@ -26,6 +26,12 @@ pub mod pb {
         #![allow(missing_docs, missing_debug_implementations, clippy::all)]
         tonic::include_proto!("crowd.store.v1");
     }
+    /// GTFS-Realtime (`transit_realtime`), vendored from the specification,
+    /// for the operators' feed.
+    pub mod gtfs_rt {
+        #![allow(missing_docs, missing_debug_implementations, clippy::all)]
+        tonic::include_proto!("transit_realtime");
+    }
     /// Encoded `FileDescriptorSet` of both packages, for gRPC reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("crowd_descriptor");
 }
