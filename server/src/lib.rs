@@ -1,1 +1,31 @@
-//! placeholder
+//! The crowd gRPC edge: riders' reports in (validated, deduplicated,
+//! group-committed to Redis), occupancy estimates out (queries, live watch,
+//! trains nearby), plus gRPC health and reflection and an HTTP `/healthz`.
+//!
+//! [`run`] serves on listeners the caller bound, until a shutdown future
+//! completes, so `main` and tests start the very same server.
+//!
+//! - [`config`]: flags and environment.
+//! - [`ingest`] + [`dedup`] + [`writer`]: the write path.
+//! - [`queries`] + [`estimates`] + [`watch`] + [`hub`]: the read path.
+//! - [`store`]: the Redis connection, every call bounded in time.
+//! - [`health`] + [`http`]: liveness for load balancers.
+
+pub mod config;
+pub mod dedup;
+pub mod error;
+pub mod estimates;
+pub mod health;
+pub mod http;
+pub mod hub;
+pub mod ingest;
+pub mod queries;
+pub mod store;
+pub mod watch;
+pub mod writer;
+
+mod serve;
+
+pub use config::Config;
+pub use error::{ServerError, StoreError};
+pub use serve::run;

@@ -1,0 +1,156 @@
+//! The one tail of estimate changes per server process.
+//!
+//! A single task, on its own connection, blocks on `XREAD` over every
+//! partition's `updates` stream, decodes each change once and fans it out to
+//! all watchers through a broadcast channel. Watchers never touch Redis for
+//! changes, so a thousand watchers cost one connection. The tail survives
+//! Redis outages: it reconnects and resumes from the last id it saw.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use redis::Value;
+use redis::aio::MultiplexedConnection;
+use redis::streams::StreamReadReply;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crowd_proto::codec;
+use crowd_proto::layout::{ESTIMATE_FIELD, Layout};
+use crowd_proto::pb::v1::OccupancyEstimate;
+
+use crate::error::StoreError;
+use crate::store::bounded;
+
+/// How long one XREAD blocks inside Redis.
+const BLOCK: Duration = Duration::from_millis(1000);
+/// Most entries taken per stream per XREAD.
+const COUNT: usize = 1000;
+/// Pause before reconnecting after a failure.
+const RETRY: Duration = Duration::from_millis(250);
+
+/// A handle to subscribe to estimate changes.
+#[derive(Debug, Clone)]
+pub struct Hub {
+    tx: broadcast::Sender<Arc<OccupancyEstimate>>,
+}
+
+impl Hub {
+    /// Starts the tail; it stops when `shutdown` fires.
+    pub fn spawn(
+        client: redis::Client,
+        layout: Layout,
+        timeout: Duration,
+        buffer: usize,
+        shutdown: CancellationToken,
+    ) -> (Hub, tokio::task::JoinHandle<()>) {
+        let (tx, _) = broadcast::channel(buffer.max(16));
+        let tail = Tail {
+            client,
+            layout,
+            timeout,
+            tx: tx.clone(),
+            // Start with what is appended after the process started (stream
+            // ids are Redis' clock in ms): unlike `$`, this neither skips the
+            // changes made while connecting nor needs Redis to be up.
+            last_ids: vec![
+                format!("{}-0", Utc::now().timestamp_millis());
+                layout.partitions().into()
+            ],
+        };
+        let task = tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = tail.run() => {}
+            }
+        });
+        (Hub { tx }, task)
+    }
+
+    /// Every change from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<OccupancyEstimate>> {
+        self.tx.subscribe()
+    }
+}
+
+struct Tail {
+    client: redis::Client,
+    layout: Layout,
+    timeout: Duration,
+    tx: broadcast::Sender<Arc<OccupancyEstimate>>,
+    /// Last id seen per partition.
+    last_ids: Vec<String>,
+}
+
+impl Tail {
+    async fn run(mut self) {
+        loop {
+            match self.connect().await {
+                Ok(mut conn) => {
+                    if let Err(e) = self.follow(&mut conn).await {
+                        tracing::warn!(error = %e, "estimate tail interrupted; reconnecting");
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "estimate tail cannot connect"),
+            }
+            tokio::time::sleep(RETRY).await;
+        }
+    }
+
+    async fn connect(&self) -> Result<MultiplexedConnection, StoreError> {
+        // Its own connection: the reply to a blocking XREAD takes up to BLOCK.
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(BLOCK + self.timeout));
+        bounded(
+            "connect",
+            self.timeout,
+            self.client
+                .get_multiplexed_async_connection_with_config(&config),
+        )
+        .await
+    }
+
+    /// Reads changes until an error.
+    async fn follow(&mut self, conn: &mut MultiplexedConnection) -> Result<(), StoreError> {
+        let keys: Vec<String> = self.layout.all().map(|k| self.layout.updates(k)).collect();
+        loop {
+            let ids = &mut self.last_ids;
+            let mut cmd = redis::cmd("XREAD");
+            cmd.arg("COUNT")
+                .arg(COUNT)
+                .arg("BLOCK")
+                .arg(BLOCK.as_millis() as u64)
+                .arg("STREAMS")
+                .arg(&keys)
+                .arg(&*ids);
+            let reply: Option<StreamReadReply> =
+                bounded("XREAD", BLOCK + self.timeout, cmd.query_async(conn)).await?;
+            let Some(reply) = reply else { continue };
+            for stream in reply.keys {
+                let Some(i) = keys.iter().position(|k| *k == stream.key) else {
+                    continue;
+                };
+                for entry in stream.ids {
+                    ids[i] = entry.id.clone();
+                    match entry.map.get(ESTIMATE_FIELD) {
+                        Some(Value::BulkString(bytes)) => match codec::decode_estimate(bytes) {
+                            Ok(estimate) => {
+                                metrics::counter!("crowd_server_watch_changes_total").increment(1);
+                                // No receivers is fine: nobody is watching.
+                                let _ = self.tx.send(Arc::new(estimate));
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, id = %entry.id, "bad update entry")
+                            }
+                        },
+                        _ => {
+                            tracing::warn!(id = %entry.id, key = %stream.key, "update entry without estimate")
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! `ReportService`: reports in, acks out.
+//!
+//! Each report is validated once, checked against the recent-id memory, and
+//! handed to the group-commit writer; its ACCEPTED ack leaves only after Redis
+//! confirmed the append. On a stream, acks leave in arrival order while many
+//! reports are in flight; a bad report gets REJECTED and the stream goes on,
+//! while a store failure ends the stream with UNAVAILABLE (or
+//! RESOURCE_EXHAUSTED when overloaded) so that the client retries what is
+//! still unacknowledged.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use crowd_proto::codec;
+use crowd_proto::domain::DeviceHasher;
+use crowd_proto::layout::Layout;
+use crowd_proto::pb::v1::report_service_server::ReportService;
+use crowd_proto::pb::v1::{AckStatus, CrowdingReport, ReportAck};
+use crowd_proto::validate::{Limits, validate_report};
+
+use crate::dedup::RecentIds;
+use crate::error::StoreError;
+use crate::writer::{WriteQueue, WriteResult};
+
+/// Settings of the ingest service.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    pub limits: Limits,
+    pub layout: Layout,
+    pub devices: DeviceHasher,
+    /// Longest wait for a report's write outcome (queue wait + pipeline).
+    pub ack_timeout: Duration,
+    /// Reports of one stream awaiting their ack before reading pauses.
+    pub max_inflight: usize,
+    /// Capacity of the recent report-id memory.
+    pub dedup_capacity: usize,
+}
+
+/// The `ReportService` implementation.
+#[derive(Debug, Clone)]
+pub struct Ingest {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: IngestConfig,
+    queue: WriteQueue,
+    recent: RecentIds,
+    /// Fires on server shutdown: streams stop reading and drain their acks.
+    shutdown: CancellationToken,
+}
+
+/// What became of one report on arrival.
+enum Admission {
+    /// Answered at once (REJECTED or DUPLICATE).
+    Ready(ReportAck),
+    /// Being written; the ack waits for the writer.
+    Writing {
+        report_id: String,
+        done: oneshot::Receiver<WriteResult>,
+        arrived: Instant,
+    },
+    /// Could not even be queued.
+    Failed {
+        report_id: String,
+        error: StoreError,
+    },
+}
+
+impl Ingest {
+    pub fn new(config: IngestConfig, queue: WriteQueue, shutdown: CancellationToken) -> Ingest {
+        let recent = RecentIds::new(config.dedup_capacity);
+        Ingest {
+            inner: Arc::new(Inner {
+                config,
+                queue,
+                recent,
+                shutdown,
+            }),
+        }
+    }
+}
+
+impl Inner {
+    /// Validates, deduplicates and queues one report.
+    fn admit(&self, raw: &CrowdingReport) -> Admission {
+        let now = Utc::now();
+        let report = match validate_report(raw, &self.config.limits, &self.config.devices, now) {
+            Ok(report) => report,
+            Err(err) => {
+                metrics::counter!("crowd_server_reports_rejected_total", "reason" => err.metric_label())
+                    .increment(1);
+                return Admission::Ready(ack(&raw.report_id, AckStatus::Rejected, err.to_string()));
+            }
+        };
+        if !self.recent.claim(&report.report_id) {
+            metrics::counter!("crowd_server_reports_duplicate_total").increment(1);
+            return Admission::Ready(ack(&report.report_id, AckStatus::Duplicate, String::new()));
+        }
+        let layout = &self.config.layout;
+        let stream = layout.reports(layout.partition_of(&report.trip));
+        match self
+            .queue
+            .submit(stream, codec::encode_report(&report, now))
+        {
+            Ok(done) => Admission::Writing {
+                report_id: report.report_id,
+                done,
+                arrived: Instant::now(),
+            },
+            Err(error) => {
+                self.recent.release(&report.report_id);
+                Admission::Failed {
+                    report_id: report.report_id,
+                    error,
+                }
+            }
+        }
+    }
+
+    /// Waits for the outcome of an admitted report.
+    async fn settle(&self, admission: Admission) -> Result<ReportAck, Status> {
+        let (report_id, done, arrived) = match admission {
+            Admission::Ready(ack) => return Ok(ack),
+            Admission::Failed { report_id, error } => {
+                tracing::debug!(%report_id, %error, "report not queued");
+                return Err(error.into());
+            }
+            Admission::Writing {
+                report_id,
+                done,
+                arrived,
+            } => (report_id, done, arrived),
+        };
+        let outcome = match tokio::time::timeout(self.config.ack_timeout, done).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(StoreError::ShuttingDown),
+            Err(_) => Err(StoreError::Timeout {
+                op: "XADD",
+                ms: self.config.ack_timeout.as_millis(),
+            }),
+        };
+        match outcome {
+            Ok(()) => {
+                metrics::counter!("crowd_server_reports_accepted_total").increment(1);
+                metrics::histogram!("crowd_server_ack_seconds")
+                    .record(arrived.elapsed().as_secs_f64());
+                Ok(ack(&report_id, AckStatus::Accepted, String::new()))
+            }
+            Err(error) => {
+                self.recent.release(&report_id);
+                metrics::counter!("crowd_server_reports_failed_total").increment(1);
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Serves one report stream until the client closes it, a store error
+    /// ends it, or shutdown drains it.
+    async fn pump(
+        self: Arc<Self>,
+        mut inbound: Streaming<CrowdingReport>,
+        tx: mpsc::Sender<Result<ReportAck, Status>>,
+    ) {
+        let mut pending = FuturesOrdered::new();
+        let mut reading = true;
+        let mut stopped_by_shutdown = false;
+        loop {
+            if !reading && pending.is_empty() {
+                break;
+            }
+            tokio::select! {
+                biased;
+                Some(result) = pending.next(), if !pending.is_empty() => {
+                    let result: Result<ReportAck, Status> = result;
+                    let end = result.is_err();
+                    if tx.send(result).await.is_err() || end {
+                        return;
+                    }
+                }
+                message = inbound.message(), if reading && pending.len() < self.config.max_inflight => {
+                    match message {
+                        Ok(Some(raw)) => {
+                            let admission = self.admit(&raw);
+                            let this = self.clone();
+                            pending.push_back(async move { this.settle(admission).await });
+                        }
+                        Ok(None) => reading = false,
+                        Err(status) => {
+                            tracing::debug!(%status, "report stream broke");
+                            return;
+                        }
+                    }
+                }
+                _ = self.shutdown.cancelled(), if reading => {
+                    reading = false;
+                    stopped_by_shutdown = true;
+                }
+                _ = tx.closed() => return,
+            }
+        }
+        if stopped_by_shutdown {
+            let _ = tx
+                .send(Err(Status::unavailable(
+                    "server shutting down; resend unacknowledged reports",
+                )))
+                .await;
+        }
+    }
+}
+
+fn ack(report_id: &str, status: AckStatus, reason: String) -> ReportAck {
+    ReportAck {
+        report_id: report_id.to_owned(),
+        status: status as i32,
+        reason,
+    }
+}
+
+#[tonic::async_trait]
+impl ReportService for Ingest {
+    type StreamReportsStream = ReceiverStream<Result<ReportAck, Status>>;
+
+    async fn stream_reports(
+        &self,
+        request: Request<Streaming<CrowdingReport>>,
+    ) -> Result<Response<Self::StreamReportsStream>, Status> {
+        if self.inner.shutdown.is_cancelled() {
+            return Err(StoreError::ShuttingDown.into());
+        }
+        let (tx, rx) = mpsc::channel(self.inner.config.max_inflight.max(1));
+        tokio::spawn(self.inner.clone().pump(request.into_inner(), tx));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn submit_report(
+        &self,
+        request: Request<CrowdingReport>,
+    ) -> Result<Response<ReportAck>, Status> {
+        let admission = self.inner.admit(request.get_ref());
+        self.inner.settle(admission).await.map(Response::new)
+    }
+}

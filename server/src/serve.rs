@@ -1,0 +1,159 @@
+//! Wiring and lifecycle: builds every part from the [`Config`], serves gRPC
+//! and HTTP, and on shutdown drains in order (stop accepting, let in-flight
+//! reports get their ack, close watches, flush writers) within the drain
+//! deadline.
+
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+use crowd_proto::pb::v1::occupancy_service_server::OccupancyServiceServer;
+use crowd_proto::pb::v1::report_service_server::ReportServiceServer;
+
+use crate::config::{Config, DEV_DEVICE_SECRET};
+use crate::error::ServerError;
+use crate::estimates::Estimates;
+use crate::health::{self, RedisUp};
+use crate::hub::Hub;
+use crate::ingest::{Ingest, IngestConfig};
+use crate::queries::Queries;
+use crate::store::Store;
+use crate::writer::{self, WriterConfig};
+
+/// How long a client may stay silent after a keepalive ping.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves the crowd API on `grpc` and `/healthz` on `http` until `shutdown`
+/// completes, then drains within `config.drain_timeout_secs`.
+///
+/// Redis need not be up: calls answer UNAVAILABLE until it is.
+pub async fn run(
+    config: Config,
+    grpc: TcpListener,
+    http: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    if config.device_secret == DEV_DEVICE_SECRET {
+        tracing::warn!(
+            "using the development device secret; set CROWD_DEVICE_SECRET in production"
+        );
+    }
+    let token = CancellationToken::new();
+    let layout = config.layout();
+    let client = redis::Client::open(config.redis_url.as_str()).map_err(ServerError::RedisUrl)?;
+    let store =
+        Store::new(client.clone(), config.redis_timeout()).map_err(ServerError::RedisUrl)?;
+
+    let (queue, mut writers) = writer::spawn(
+        store.clone(),
+        &WriterConfig {
+            capacity: config.write_queue,
+            writers: config.writers,
+            batch: config.write_batch,
+            maxlen: config.stream_maxlen,
+        },
+    );
+    let (hub, hub_task) = Hub::spawn(
+        client,
+        layout,
+        config.redis_timeout(),
+        config.watch_buffer,
+        token.clone(),
+    );
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let up = RedisUp::default();
+    let health_task = tokio::spawn(health::monitor(
+        store.clone(),
+        reporter,
+        up.clone(),
+        token.clone(),
+    ));
+
+    let ingest = Ingest::new(
+        IngestConfig {
+            limits: config.limits(),
+            layout,
+            devices: config.device_hasher(),
+            // Queue wait plus one pipeline, with room for a reconnection.
+            ack_timeout: config.redis_timeout() * 2,
+            max_inflight: config.max_inflight_per_stream.max(1),
+            dedup_capacity: config.dedup_capacity,
+        },
+        queue,
+        token.clone(),
+    );
+    let queries = Queries {
+        estimates: Estimates { store, layout },
+        hub,
+        max_trips: config.max_trips,
+        shutdown: token.clone(),
+    };
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crowd_proto::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    let grpc_addr = grpc.local_addr().map_err(ServerError::Listener)?;
+    let http_addr = http.local_addr().map_err(ServerError::Listener)?;
+    let incoming = TcpIncoming::from(grpc).with_nodelay(Some(true));
+    let grpc_server = Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(config.keepalive_secs.max(1))))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .max_concurrent_streams(Some(config.max_concurrent_streams))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(
+            ReportServiceServer::new(ingest).max_decoding_message_size(config.max_message_bytes),
+        )
+        .add_service(
+            OccupancyServiceServer::new(queries)
+                .max_decoding_message_size(config.max_message_bytes),
+        )
+        .serve_with_incoming_shutdown(incoming, token.clone().cancelled_owned());
+    let http_server = crate::http::serve(http, up, token.clone());
+    tracing::info!(%grpc_addr, %http_addr, partitions = layout.partitions(), "crowd server listening");
+
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down");
+        trigger.cancel();
+    });
+
+    let drain = config.drain_timeout();
+    let served = {
+        let servers = async {
+            tokio::try_join!(
+                async { grpc_server.await.map_err(ServerError::from) },
+                http_server
+            )
+            .map(|_| ())
+        };
+        tokio::pin!(servers);
+        tokio::select! {
+            result = &mut servers => result,
+            _ = token.cancelled() => match tokio::time::timeout(drain, &mut servers).await {
+                Ok(result) => result,
+                Err(_) => {
+                    tracing::warn!(?drain, "drain deadline passed; closing remaining calls");
+                    Ok(())
+                }
+            },
+        }
+        // The services, and with them the write queue, are dropped here.
+    };
+    token.cancel();
+    let deadline = Instant::now() + drain;
+    let flushed = async { while writers.join_next().await.is_some() {} };
+    if tokio::time::timeout_at(deadline, flushed).await.is_err() {
+        tracing::warn!("writers still busy at the drain deadline");
+        writers.abort_all();
+    }
+    let _ = tokio::time::timeout_at(deadline, hub_task).await;
+    let _ = tokio::time::timeout_at(deadline, health_task).await;
+    tracing::info!("crowd server stopped");
+    served
+}

@@ -1,0 +1,176 @@
+//! One `WatchOccupancy` call: the current estimates first, then every change
+//! of the watched trips (or route) taken from the process-wide [`Hub`], sent
+//! through a small channel that ends the watch when the client goes away.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+use crowd_proto::domain::TripKey;
+use crowd_proto::pb::v1::OccupancyEstimate;
+
+use crate::error::StoreError;
+use crate::estimates::Estimates;
+use crate::hub::Hub;
+
+/// Estimates queued per watcher before the watcher waits for its client.
+const WATCHER_BUFFER: usize = 64;
+
+/// What one watcher wants to see.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Explicitly watched trains.
+    pub trips: HashSet<TripKey>,
+    /// Every train of this route, when not empty.
+    pub route_id: String,
+}
+
+impl Filter {
+    /// Whether a change concerns this watcher.
+    pub fn matches(&self, estimate: &OccupancyEstimate) -> bool {
+        let Some(trip) = &estimate.trip else {
+            return false;
+        };
+        (!self.route_id.is_empty() && trip.route_id == self.route_id)
+            || self.trips.contains(&TripKey {
+                trip_id: trip.trip_id.clone(),
+                start_date: trip.start_date.clone(),
+            })
+    }
+
+    /// The current estimates of everything watched, each train once.
+    async fn snapshot(&self, estimates: &Estimates) -> Result<Vec<OccupancyEstimate>, StoreError> {
+        let trips: Vec<TripKey> = self.trips.iter().cloned().collect();
+        let mut found = estimates.get(&trips).await?;
+        if !self.route_id.is_empty() {
+            for e in estimates.of_route(&self.route_id).await? {
+                if !found.iter().any(|f| f.trip == e.trip) {
+                    found.push(e);
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// Counts live watchers in a gauge for as long as it lives.
+struct WatcherGauge;
+
+impl WatcherGauge {
+    fn new() -> WatcherGauge {
+        metrics::gauge!("crowd_server_watchers").increment(1.0);
+        WatcherGauge
+    }
+}
+
+impl Drop for WatcherGauge {
+    fn drop(&mut self) {
+        metrics::gauge!("crowd_server_watchers").decrement(1.0);
+    }
+}
+
+/// Starts a watch: reads the current estimates (an error here fails the
+/// call), then forwards changes until the client leaves or shutdown.
+pub async fn start(
+    estimates: Estimates,
+    hub: &Hub,
+    filter: Filter,
+    shutdown: CancellationToken,
+) -> Result<mpsc::Receiver<Result<OccupancyEstimate, Status>>, Status> {
+    // Subscribe before the snapshot so no change falls in between.
+    let changes = hub.subscribe();
+    let initial = filter.snapshot(&estimates).await?;
+    let (tx, rx) = mpsc::channel(WATCHER_BUFFER);
+    tokio::spawn(forward(estimates, changes, filter, initial, tx, shutdown));
+    Ok(rx)
+}
+
+async fn forward(
+    estimates: Estimates,
+    mut changes: broadcast::Receiver<Arc<OccupancyEstimate>>,
+    filter: Filter,
+    initial: Vec<OccupancyEstimate>,
+    tx: mpsc::Sender<Result<OccupancyEstimate, Status>>,
+    shutdown: CancellationToken,
+) {
+    let _gauge = WatcherGauge::new();
+    for e in initial {
+        if tx.send(Ok(e)).await.is_err() {
+            return;
+        }
+    }
+    loop {
+        let change = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tx.closed() => return,
+            change = changes.recv() => change,
+        };
+        match change {
+            Ok(e) if filter.matches(&e) => {
+                if tx.send(Ok((*e).clone())).await.is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                // Changes were lost: the current state replaces them.
+                metrics::counter!("crowd_server_watch_lagged_total").increment(1);
+                tracing::debug!(missed, "watcher lagged; re-reading its estimates");
+                let current = match filter.snapshot(&estimates).await {
+                    Ok(current) => current,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                };
+                for e in current {
+                    if tx.send(Ok(e)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crowd_proto::pb::v1::TripRef;
+
+    fn estimate(trip_id: &str, route_id: &str) -> OccupancyEstimate {
+        OccupancyEstimate {
+            trip: Some(TripRef {
+                trip_id: trip_id.into(),
+                start_date: "20261126".into(),
+                route_id: route_id.into(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn filter_matches_named_trips_and_route() {
+        let filter = Filter {
+            trips: [TripKey {
+                trip_id: "T1".into(),
+                start_date: "20261126".into(),
+            }]
+            .into(),
+            route_id: "B".into(),
+        };
+        assert!(filter.matches(&estimate("T1", "A")));
+        assert!(filter.matches(&estimate("T2", "B")));
+        assert!(!filter.matches(&estimate("T2", "A")));
+        assert!(!filter.matches(&OccupancyEstimate::default()));
+        let no_route = Filter {
+            route_id: String::new(),
+            ..filter
+        };
+        assert!(!no_route.matches(&estimate("T9", "")));
+    }
+}
