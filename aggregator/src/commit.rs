@@ -1,0 +1,216 @@
+//! The atomic, fenced writes of a partition: the per-batch commit and the
+//! idle-train sweep. Each is one Lua script whose keys all live in the
+//! partition's `{k}` slot, so it works unchanged on Redis Cluster.
+
+use redis::Script;
+use redis::aio::ConnectionManager;
+
+use crowd_proto::domain::TripKey;
+use crowd_proto::layout::{ESTIMATE_FIELD, GROUP, Layout};
+
+/// Members examined per sweep.
+const SWEEP_LIMIT: usize = 500;
+
+/// KEYS: lease, reports, updates, trains, geo, then (state, estimate) per train.
+/// ARGV: token, ttl ms, updates maxlen, group, now ms, train count, estimate
+/// field, then 7 per train (state, estimate, has-estimate, member, has-position,
+/// lon, lat), then the entry ids to acknowledge.
+const COMMIT: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return redis.error_reply('FENCED lease lost')
+end
+local ttl, maxlen, group, now = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local n, field = tonumber(ARGV[6]), ARGV[7]
+local a = 8
+for i = 1, n do
+  local state_key, est_key = KEYS[4 + 2 * i], KEYS[5 + 2 * i]
+  redis.call('SET', state_key, ARGV[a], 'PX', ttl)
+  if ARGV[a + 2] == '1' then
+    redis.call('SET', est_key, ARGV[a + 1], 'PX', ttl)
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*', field, ARGV[a + 1])
+    redis.call('ZADD', KEYS[4], now, ARGV[a + 3])
+    if ARGV[a + 4] == '1' then
+      redis.call('GEOADD', KEYS[5], ARGV[a + 5], ARGV[a + 6], ARGV[a + 3])
+    end
+  else
+    redis.call('DEL', est_key)
+  end
+  a = a + 7
+end
+-- XACK in chunks: unpack() of thousands of ids would overflow the Lua stack.
+local ids = {}
+for i = a, #ARGV do
+  ids[#ids + 1] = ARGV[i]
+  if #ids == 500 then
+    redis.call('XACK', KEYS[2], group, unpack(ids))
+    ids = {}
+  end
+end
+if #ids > 0 then redis.call('XACK', KEYS[2], group, unpack(ids)) end
+return n
+";
+
+/// KEYS: lease, trains, geo, then (state, estimate) per member.
+/// ARGV: token, cutoff ms, then the members.
+const SWEEP: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return redis.error_reply('FENCED lease lost')
+end
+local cutoff = tonumber(ARGV[2])
+local removed = 0
+for i = 3, #ARGV do
+  local m = ARGV[i]
+  local score = redis.call('ZSCORE', KEYS[2], m)
+  if score and tonumber(score) <= cutoff then
+    local j = 2 + 2 * (i - 2)
+    redis.call('DEL', KEYS[j], KEYS[j + 1])
+    redis.call('ZREM', KEYS[2], m)
+    redis.call('ZREM', KEYS[3], m)
+    removed = removed + 1
+  end
+end
+return removed
+";
+
+/// What a commit writes for one train.
+#[derive(Debug)]
+pub(crate) struct TrainWrite {
+    pub(crate) trip: TripKey,
+    /// Encoded `TrainState`.
+    pub(crate) state: Vec<u8>,
+    /// Encoded estimate; `None` deletes the published one (nothing counts any more).
+    pub(crate) estimate: Option<Vec<u8>>,
+    /// (longitude, latitude) for the geo index, already checked to be indexable.
+    pub(crate) position: Option<(f64, f64)>,
+}
+
+/// Why a fenced write did not happen.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WriteError {
+    /// Our lease is gone: another aggregator owns the partition now.
+    #[error("partition lease lost")]
+    Fenced,
+    /// Redis failed; the write may or may not have happened.
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+}
+
+fn classify(e: redis::RedisError) -> WriteError {
+    if e.code() == Some("FENCED") {
+        WriteError::Fenced
+    } else {
+        WriteError::Redis(e)
+    }
+}
+
+/// The partition write scripts, with the settings they need.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    commit: Script,
+    sweep: Script,
+    layout: Layout,
+    /// TTL of state and estimate keys: an idle train vanishes by itself.
+    idle_ms: i64,
+    updates_maxlen: u64,
+}
+
+impl Writer {
+    pub(crate) fn new(layout: Layout, idle_ms: i64, updates_maxlen: u64) -> Writer {
+        Writer {
+            commit: Script::new(COMMIT),
+            sweep: Script::new(SWEEP),
+            layout,
+            idle_ms,
+            updates_maxlen,
+        }
+    }
+
+    /// Atomically publishes `trains` and acknowledges `acks` if `token` still
+    /// holds partition `k`.
+    pub(crate) async fn commit(
+        &self,
+        con: &mut ConnectionManager,
+        k: u16,
+        token: &str,
+        now_ms: i64,
+        trains: &[TrainWrite],
+        acks: &[String],
+    ) -> Result<(), WriteError> {
+        let l = &self.layout;
+        let mut inv = self.commit.prepare_invoke();
+        inv.key(l.lease(k))
+            .key(l.reports(k))
+            .key(l.updates(k))
+            .key(l.trains(k))
+            .key(l.geo(k));
+        inv.arg(token)
+            .arg(self.idle_ms)
+            .arg(self.updates_maxlen)
+            .arg(GROUP)
+            .arg(now_ms)
+            .arg(trains.len())
+            .arg(ESTIMATE_FIELD);
+        for t in trains {
+            inv.key(l.state(k, &t.trip)).key(l.estimate(k, &t.trip));
+            let (lon, lat) = t.position.unwrap_or_default();
+            inv.arg(t.state.as_slice())
+                .arg(t.estimate.as_deref().unwrap_or_default())
+                .arg(if t.estimate.is_some() { "1" } else { "0" })
+                .arg(t.trip.canonical())
+                .arg(if t.position.is_some() { "1" } else { "0" })
+                .arg(lon)
+                .arg(lat);
+        }
+        for id in acks {
+            inv.arg(id);
+        }
+        let _: i64 = inv.invoke_async(con).await.map_err(classify)?;
+        Ok(())
+    }
+
+    /// Removes trains of partition `k` not updated since `cutoff_ms` from the
+    /// published keys and indexes; returns the canonical keys removed.
+    pub(crate) async fn sweep(
+        &self,
+        con: &mut ConnectionManager,
+        k: u16,
+        token: &str,
+        cutoff_ms: i64,
+    ) -> Result<Vec<String>, WriteError> {
+        let l = &self.layout;
+        let members: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(l.trains(k))
+            .arg("-inf")
+            .arg(cutoff_ms)
+            .arg("LIMIT")
+            .arg(0)
+            .arg(SWEEP_LIMIT)
+            .query_async(con)
+            .await?;
+        let expired: Vec<(String, TripKey)> = members
+            .into_iter()
+            .filter_map(|m| TripKey::from_canonical(&m).map(|t| (m, t)))
+            .collect();
+        if expired.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut inv = self.sweep.prepare_invoke();
+        inv.key(l.lease(k)).key(l.trains(k)).key(l.geo(k));
+        inv.arg(token).arg(cutoff_ms);
+        for (member, trip) in &expired {
+            inv.key(l.state(k, trip))
+                .key(l.estimate(k, trip))
+                .arg(member);
+        }
+        let _: i64 = inv.invoke_async(con).await.map_err(classify)?;
+        Ok(expired.into_iter().map(|(m, _)| m).collect())
+    }
+}
+
+/// Whether Redis can index this position (GEOADD rejects polar latitudes).
+pub(crate) fn indexable(longitude: f64, latitude: f64) -> bool {
+    longitude.is_finite()
+        && latitude.is_finite()
+        && (-180.0..=180.0).contains(&longitude)
+        && (-85.051_128_78..=85.051_128_78).contains(&latitude)
+}

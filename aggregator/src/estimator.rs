@@ -1,0 +1,420 @@
+//! The occupancy estimator: pure functions from a train's state to its
+//! published estimate. No I/O and no clock: time is passed in as milliseconds.
+//!
+//! # The model, in plain words
+//!
+//! - **What is kept.** For each train, only the latest observation of each
+//!   device on each car is kept (a rider who updates their report replaces it).
+//!   At most [`Params::max_observations`] observations are kept per train; the
+//!   oldest go first. A report whose id (per device) was already seen is a
+//!   duplicate and changes nothing.
+//! - **How much a report weighs.** `trust(device) × 0.5^(age / half_life)`:
+//!   a report loses half its weight every half-life, and reports older than the
+//!   window (or implausibly far in the future) do not count at all. Trust is a
+//!   pluggable per-device function; it is 1 for everybody by default.
+//! - **The level** is the weighted median of the levels, so a minority of wrong
+//!   or hostile riders cannot drag it: they would need half the weight.
+//! - **The percentage** is the weighted mean of the reported percentages,
+//!   using the level's typical percentage when a rider gave none.
+//! - **Confidence** (0..1) is `agreement × (1 − e^(−W / W0))`: agreement is
+//!   the share of weight at the median level (half credit one level away), and
+//!   `W` the total fresh weight, so it grows with independent, agreeing, fresh
+//!   reports.
+//! - **Per car** estimates exist only for cars somebody reported on; car 0
+//!   ("whole train") only feeds the train level.
+//! - **The train level** gives each device one vote, its latest observation
+//!   on any car, so a rider cannot outweigh others by reporting many cars.
+
+use std::collections::BTreeMap;
+
+use crowd_proto::codec::timestamp_from_ms;
+use crowd_proto::level::Level;
+use crowd_proto::pb::store::{Observation, Position, StoredReport, TrainState};
+use crowd_proto::pb::v1::{CarEstimate, EstimateSource, GeoPoint, OccupancyEstimate, TripRef};
+
+/// Total fresh weight at which confidence reaches about 63% of its agreement.
+const CONFIDENCE_WEIGHT_SCALE: f64 = 2.0;
+/// Smallest decay factor: keeps very old (but in-window) weights positive.
+const MIN_DECAY: f64 = 1e-12;
+/// Largest trust a device can get, so one device can never dominate.
+const MAX_TRUST: f64 = 10.0;
+/// Percentages above this are treated as this (crush loads stay below it).
+const MAX_PERCENTAGE: u32 = 300;
+
+/// Tunables of the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Params {
+    /// A report's weight halves every this many milliseconds (at least 1).
+    pub half_life_ms: i64,
+    /// Reports older than this many milliseconds do not count.
+    pub window_ms: i64,
+    /// Observations kept per train: bounds memory and state size.
+    pub max_observations: usize,
+    /// Report-id fingerprints kept per train for duplicate detection.
+    pub max_recent_ids: usize,
+    /// Reports observed more than this far in the future do not count yet
+    /// (clock skew beyond this is a broken or lying client).
+    pub max_future_ms: i64,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            half_life_ms: 180_000,
+            window_ms: 900_000,
+            max_observations: 256,
+            max_recent_ids: 512,
+            max_future_ms: 120_000,
+        }
+    }
+}
+
+/// How much a device is believed: a weight multiplier, normally around 1.
+///
+/// A reputation model plugs in here; any `Fn(u64) -> f64` is a `Trust`.
+pub trait Trust {
+    /// The weight of `device` (its keyed hash). Non-finite or negative is 0.
+    fn weight(&self, device: u64) -> f64;
+}
+
+/// Everybody is believed equally.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UniformTrust;
+
+impl Trust for UniformTrust {
+    fn weight(&self, _device: u64) -> f64 {
+        1.0
+    }
+}
+
+impl<F: Fn(u64) -> f64> Trust for F {
+    fn weight(&self, device: u64) -> f64 {
+        self(device)
+    }
+}
+
+/// What applying one report did to a train's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The report counts (it may still be older than what the device said since).
+    Counted,
+    /// Its id was already seen for this device: nothing changed.
+    Duplicate,
+    /// Its level is not a crowding level: nothing changed.
+    Rejected,
+}
+
+/// Folds one report into a train's state.
+pub fn apply(state: &mut TrainState, report: &StoredReport, params: &Params) -> Applied {
+    let fingerprint = report_fingerprint(report.device, &report.report_id);
+    if state.recent_report_ids.contains(&fingerprint) {
+        return Applied::Duplicate;
+    }
+    if level_of(report.level).is_none() {
+        return Applied::Rejected;
+    }
+    state.recent_report_ids.push(fingerprint);
+    let excess = state
+        .recent_report_ids
+        .len()
+        .saturating_sub(params.max_recent_ids.max(1));
+    state.recent_report_ids.drain(..excess);
+    state.reports_counted = state.reports_counted.saturating_add(1);
+
+    if state.trip_id.is_empty() {
+        state.trip_id.clone_from(&report.trip_id);
+        state.start_date.clone_from(&report.start_date);
+    }
+    if state.route_id.is_empty() && !report.route_id.is_empty() {
+        state.route_id.clone_from(&report.route_id);
+    }
+
+    upsert_observation(state, report, params);
+    remember_position(state, report);
+    Applied::Counted
+}
+
+/// Drops observations older than the window: they can never count again.
+pub fn prune(state: &mut TrainState, now_ms: i64, params: &Params) {
+    let oldest = now_ms.saturating_sub(params.window_ms);
+    state.observations.retain(|o| o.observed_at_ms >= oldest);
+}
+
+/// The estimate of a train at `now_ms`, or `None` when no report counts.
+pub fn estimate(
+    state: &TrainState,
+    now_ms: i64,
+    params: &Params,
+    trust: &impl Trust,
+) -> Option<OccupancyEstimate> {
+    let votes: Vec<Vote<'_>> = state
+        .observations
+        .iter()
+        .filter_map(|o| Vote::new(o, now_ms, params, trust))
+        .collect();
+
+    let mut per_device: BTreeMap<u64, &Vote<'_>> = BTreeMap::new();
+    for vote in &votes {
+        per_device
+            .entry(vote.obs.device)
+            .and_modify(|best| {
+                if recency(vote.obs) > recency(best.obs) {
+                    *best = vote;
+                }
+            })
+            .or_insert(vote);
+    }
+    let train = summarize(per_device.values().copied())?;
+
+    let mut per_car: BTreeMap<u32, Vec<&Vote<'_>>> = BTreeMap::new();
+    for vote in votes.iter().filter(|v| v.obs.carriage_sequence > 0) {
+        per_car
+            .entry(vote.obs.carriage_sequence)
+            .or_default()
+            .push(vote);
+    }
+    let cars = per_car
+        .into_iter()
+        .filter_map(|(car, votes)| {
+            let s = summarize(votes.into_iter())?;
+            Some(CarEstimate {
+                carriage_sequence: car,
+                level: s.level.number(),
+                occupancy_percentage: s.percentage,
+                confidence: s.confidence,
+                reporters: s.reporters,
+                newest_report_at: Some(timestamp_from_ms(s.newest_ms)),
+            })
+        })
+        .collect();
+
+    let position_fresh = state.last_position_at_ms >= now_ms.saturating_sub(params.window_ms);
+    let position = state
+        .last_position
+        .filter(|_| position_fresh)
+        .map(|p| GeoPoint {
+            latitude: p.latitude,
+            longitude: p.longitude,
+            accuracy_m: p.accuracy_m,
+        });
+
+    Some(OccupancyEstimate {
+        trip: Some(TripRef {
+            trip_id: state.trip_id.clone(),
+            start_date: state.start_date.clone(),
+            route_id: state.route_id.clone(),
+        }),
+        level: train.level.number(),
+        occupancy_percentage: train.percentage,
+        confidence: train.confidence,
+        reporters: train.reporters,
+        updated_at: Some(timestamp_from_ms(now_ms)),
+        cars,
+        position,
+        newest_report_at: Some(timestamp_from_ms(train.newest_ms)),
+        source: EstimateSource::Crowd as i32,
+    })
+}
+
+/// A stable fingerprint of a report id, scoped to its device so that one
+/// device cannot suppress another's reports by reusing their ids.
+pub fn report_fingerprint(device: u64, report_id: &str) -> u64 {
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in device.to_le_bytes().iter().chain(report_id.as_bytes()) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(PRIME);
+    }
+    h
+}
+
+fn level_of(number: u32) -> Option<Level> {
+    i32::try_from(number).ok().and_then(Level::from_number)
+}
+
+/// Orders observations of one device: later first, ties broken by content
+/// so that the result does not depend on arrival order.
+fn recency(o: &Observation) -> (i64, u32, u32, Option<u32>) {
+    (
+        o.observed_at_ms,
+        o.carriage_sequence,
+        o.level,
+        o.occupancy_percentage,
+    )
+}
+
+/// Keeps the latest observation per (device, car), sorted by that key.
+fn upsert_observation(state: &mut TrainState, report: &StoredReport, params: &Params) {
+    let new = Observation {
+        device: report.device,
+        carriage_sequence: report.carriage_sequence,
+        level: report.level,
+        occupancy_percentage: report.occupancy_percentage,
+        observed_at_ms: report.observed_at_ms,
+    };
+    let key = (new.device, new.carriage_sequence);
+    let found = state
+        .observations
+        .binary_search_by_key(&key, |o| (o.device, o.carriage_sequence));
+    match found {
+        Ok(i) => {
+            if recency(&new) > recency(&state.observations[i]) {
+                state.observations[i] = new;
+            }
+        }
+        Err(i) => state.observations.insert(i, new),
+    }
+    while state.observations.len() > params.max_observations.max(1) {
+        let oldest = state
+            .observations
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, o)| (o.observed_at_ms, o.device, o.carriage_sequence))
+            .map(|(i, _)| i);
+        if let Some(i) = oldest {
+            state.observations.remove(i);
+        }
+    }
+}
+
+/// Remembers the most recently observed valid position.
+fn remember_position(state: &mut TrainState, report: &StoredReport) {
+    let Some(p) = report.position else { return };
+    let valid = p.latitude.is_finite()
+        && p.longitude.is_finite()
+        && (-90.0..=90.0).contains(&p.latitude)
+        && (-180.0..=180.0).contains(&p.longitude);
+    if !valid {
+        return;
+    }
+    let newer = match state.last_position {
+        None => true,
+        Some(old) => {
+            (report.observed_at_ms, p.latitude, p.longitude).partial_cmp(&(
+                state.last_position_at_ms,
+                old.latitude,
+                old.longitude,
+            )) == Some(std::cmp::Ordering::Greater)
+        }
+    };
+    if newer {
+        state.last_position = Some(Position {
+            latitude: p.latitude,
+            longitude: p.longitude,
+            accuracy_m: p.accuracy_m,
+        });
+        state.last_position_at_ms = report.observed_at_ms;
+    }
+}
+
+/// One observation that counts now, with its weight.
+struct Vote<'a> {
+    obs: &'a Observation,
+    level: Level,
+    percentage: f64,
+    weight: f64,
+}
+
+impl<'a> Vote<'a> {
+    fn new(
+        obs: &'a Observation,
+        now_ms: i64,
+        params: &Params,
+        trust: &impl Trust,
+    ) -> Option<Vote<'a>> {
+        let level = level_of(obs.level)?;
+        let oldest = now_ms.saturating_sub(params.window_ms);
+        let newest = now_ms.saturating_add(params.max_future_ms);
+        if obs.observed_at_ms < oldest || obs.observed_at_ms > newest {
+            return None;
+        }
+        let age_ms = now_ms.saturating_sub(obs.observed_at_ms).max(0);
+        let half_lives = age_ms as f64 / params.half_life_ms.max(1) as f64;
+        let decay = 0.5f64.powf(half_lives).max(MIN_DECAY);
+        let trust = trust.weight(obs.device);
+        let trust = if trust.is_finite() {
+            trust.clamp(0.0, MAX_TRUST)
+        } else {
+            0.0
+        };
+        let weight = trust * decay;
+        if weight <= 0.0 {
+            return None;
+        }
+        let percentage = obs
+            .occupancy_percentage
+            .unwrap_or_else(|| level.typical_percentage())
+            .min(MAX_PERCENTAGE);
+        Some(Vote {
+            obs,
+            level,
+            percentage: f64::from(percentage),
+            weight,
+        })
+    }
+}
+
+/// The combined view of a set of votes.
+struct Summary {
+    level: Level,
+    percentage: u32,
+    confidence: f32,
+    reporters: u32,
+    newest_ms: i64,
+}
+
+/// Weighted median level, weighted mean percentage and confidence.
+fn summarize<'v, 'a: 'v>(votes: impl Iterator<Item = &'v Vote<'a>>) -> Option<Summary> {
+    let mut by_level = [0.0f64; Level::ALL.len()];
+    let mut total = 0.0;
+    let mut weighted_pct = 0.0;
+    let mut newest_ms = i64::MIN;
+    let mut devices = Vec::new();
+    for v in votes {
+        by_level[v.level as usize - 1] += v.weight;
+        total += v.weight;
+        weighted_pct += v.weight * v.percentage;
+        newest_ms = newest_ms.max(v.obs.observed_at_ms);
+        devices.push(v.obs.device);
+    }
+    if devices.is_empty() || total <= 0.0 || !total.is_finite() {
+        return None;
+    }
+    devices.sort_unstable();
+    devices.dedup();
+
+    let mut cumulative = 0.0;
+    let mut level = Level::NotAccepting;
+    for (candidate, weight) in Level::ALL.iter().zip(by_level) {
+        cumulative += weight;
+        if cumulative >= total / 2.0 {
+            level = *candidate;
+            break;
+        }
+    }
+    let agreeing: f64 = Level::ALL
+        .iter()
+        .zip(by_level)
+        .map(|(l, w)| match l.distance(level) {
+            0 => w,
+            1 => w / 2.0,
+            _ => 0.0,
+        })
+        .sum();
+    let agreement = (agreeing / total).clamp(0.0, 1.0);
+    let freshness = 1.0 - (-total / CONFIDENCE_WEIGHT_SCALE).exp();
+    let confidence = (agreement * freshness).clamp(0.0, 1.0) as f32;
+    let percentage = (weighted_pct / total)
+        .round()
+        .clamp(0.0, f64::from(MAX_PERCENTAGE)) as u32;
+    Some(Summary {
+        level,
+        percentage,
+        confidence,
+        reporters: u32::try_from(devices.len()).unwrap_or(u32::MAX),
+        newest_ms,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,411 @@
+//! Unit and property tests of the estimator.
+
+use proptest::prelude::*;
+
+use super::*;
+
+const NOW: i64 = 1_795_000_000_000;
+const MINUTE: i64 = 60_000;
+
+fn report(id: &str, device: u64, car: u32, level: Level, observed_at_ms: i64) -> StoredReport {
+    StoredReport {
+        report_id: id.into(),
+        device,
+        trip_id: "T1".into(),
+        start_date: "20261126".into(),
+        route_id: "B".into(),
+        carriage_sequence: car,
+        level: level.number() as u32,
+        occupancy_percentage: None,
+        observed_at_ms,
+        received_at_ms: observed_at_ms,
+        position: None,
+        stop_id: String::new(),
+    }
+}
+
+fn run(reports: &[StoredReport]) -> (TrainState, Option<OccupancyEstimate>) {
+    let params = Params::default();
+    let mut state = TrainState::default();
+    for r in reports {
+        apply(&mut state, r, &params);
+    }
+    let est = estimate(&state, NOW, &params, &UniformTrust);
+    (state, est)
+}
+
+fn level(est: &OccupancyEstimate) -> Level {
+    Level::from_number(est.level).expect("a crowding level")
+}
+
+#[test]
+fn a_single_report_gives_its_level() {
+    let (state, est) = run(&[report("a", 1, 2, Level::Crushed, NOW - MINUTE)]);
+    let est = est.expect("an estimate");
+    assert_eq!(level(&est), Level::Crushed);
+    assert_eq!(
+        est.occupancy_percentage,
+        Level::Crushed.typical_percentage()
+    );
+    assert_eq!(est.reporters, 1);
+    assert_eq!(est.cars.len(), 1);
+    assert_eq!(est.cars[0].carriage_sequence, 2);
+    assert_eq!(est.cars[0].level, Level::Crushed.number());
+    assert_eq!(est.source, EstimateSource::Crowd as i32);
+    let trip = est.trip.expect("trip");
+    assert_eq!((trip.trip_id.as_str(), trip.route_id.as_str()), ("T1", "B"));
+    assert!(est.confidence > 0.0 && est.confidence < 1.0);
+    assert_eq!(state.reports_counted, 1);
+}
+
+#[test]
+fn no_report_in_the_window_means_no_estimate() {
+    let (_, est) = run(&[report("a", 1, 1, Level::Full, NOW - 20 * MINUTE)]);
+    assert!(est.is_none());
+    let (_, est) = run(&[]);
+    assert!(est.is_none());
+}
+
+#[test]
+fn car_zero_counts_for_the_train_only() {
+    let (_, est) = run(&[report("a", 1, 0, Level::Full, NOW - MINUTE)]);
+    let est = est.expect("an estimate");
+    assert_eq!(level(&est), Level::Full);
+    assert!(est.cars.is_empty());
+}
+
+#[test]
+fn a_newer_report_outweighs_an_older_disagreeing_one() {
+    let older = report("a", 1, 1, Level::Empty, NOW - 10 * MINUTE);
+    let newer = report("b", 2, 1, Level::Full, NOW - MINUTE);
+    for order in [[older.clone(), newer.clone()], [newer, older]] {
+        let (_, est) = run(&order);
+        assert_eq!(level(&est.expect("an estimate")), Level::Full);
+    }
+}
+
+#[test]
+fn a_device_updating_its_report_replaces_it() {
+    let (state, est) = run(&[
+        report("a", 1, 1, Level::Full, NOW - 5 * MINUTE),
+        report("b", 1, 1, Level::ManySeats, NOW - MINUTE),
+    ]);
+    assert_eq!(state.observations.len(), 1);
+    assert_eq!(state.reports_counted, 2);
+    let est = est.expect("an estimate");
+    assert_eq!(level(&est), Level::ManySeats);
+    assert_eq!(est.reporters, 1);
+}
+
+#[test]
+fn one_device_repeating_itself_cannot_outweigh_others() {
+    let mut reports = vec![
+        report("b", 2, 1, Level::ManySeats, NOW - 3 * MINUTE),
+        report("c", 3, 1, Level::ManySeats, NOW - 3 * MINUTE),
+    ];
+    for i in 0..20 {
+        reports.push(report(
+            &format!("loud-{i}"),
+            9,
+            1,
+            Level::NotAccepting,
+            NOW - i,
+        ));
+    }
+    // The same device also floods every other car of the train.
+    for car in 2..=8 {
+        reports.push(report(
+            &format!("car-{car}"),
+            9,
+            car,
+            Level::NotAccepting,
+            NOW - 1,
+        ));
+    }
+    let (_, est) = run(&reports);
+    let est = est.expect("an estimate");
+    assert_eq!(level(&est), Level::ManySeats);
+    assert_eq!(est.reporters, 3);
+    let car1 = est
+        .cars
+        .iter()
+        .find(|c| c.carriage_sequence == 1)
+        .expect("car 1");
+    assert_eq!(car1.level, Level::ManySeats.number());
+    assert_eq!(car1.reporters, 3);
+}
+
+#[test]
+fn a_noisy_minority_does_not_move_the_median() {
+    let mut reports = Vec::new();
+    for d in 0..6 {
+        reports.push(report(
+            &format!("h{d}"),
+            d,
+            1,
+            Level::FewSeats,
+            NOW - 2 * MINUTE,
+        ));
+    }
+    for d in 100..104 {
+        reports.push(report(
+            &format!("x{d}"),
+            d,
+            1,
+            Level::NotAccepting,
+            NOW - MINUTE / 2,
+        ));
+    }
+    let (_, est) = run(&reports);
+    assert_eq!(level(&est.expect("an estimate")), Level::FewSeats);
+}
+
+#[test]
+fn a_duplicate_report_id_changes_nothing() {
+    let first = report("same", 1, 1, Level::Empty, NOW - MINUTE);
+    let params = Params {
+        max_recent_ids: 8,
+        ..Params::default()
+    };
+    let mut state = TrainState::default();
+    assert_eq!(apply(&mut state, &first, &params), Applied::Counted);
+    let before = state.clone();
+    let mut retry = report("same", 1, 1, Level::Full, NOW);
+    assert_eq!(apply(&mut state, &retry, &params), Applied::Duplicate);
+    assert_eq!(state, before);
+    // The same id from another device is another report.
+    retry.device = 2;
+    assert_eq!(apply(&mut state, &retry, &params), Applied::Counted);
+    assert_eq!(state.reports_counted, 2);
+}
+
+#[test]
+fn agreement_and_numbers_raise_confidence() {
+    let (_, one) = run(&[report("a", 1, 1, Level::Full, NOW)]);
+    let agreeing: Vec<_> = (0..5)
+        .map(|d| report(&format!("r{d}"), d, 1, Level::Full, NOW))
+        .collect();
+    let (_, five) = run(&agreeing);
+    let split: Vec<_> = (0..6)
+        .map(|d| {
+            let l = if d % 2 == 0 {
+                Level::Empty
+            } else {
+                Level::Full
+            };
+            report(&format!("r{d}"), d, 1, l, NOW)
+        })
+        .collect();
+    let (_, split) = run(&split);
+    let (one, five, split) = (one.unwrap(), five.unwrap(), split.unwrap());
+    assert!(five.confidence > one.confidence, "{five:?} vs {one:?}");
+    assert!(five.confidence > split.confidence);
+    assert!(five.confidence <= 1.0);
+}
+
+#[test]
+fn percentages_are_averaged_with_typical_values_for_the_rest() {
+    let mut a = report("a", 1, 1, Level::Crushed, NOW);
+    a.occupancy_percentage = Some(120);
+    let b = report("b", 2, 1, Level::Crushed, NOW);
+    let (_, est) = run(&[a, b]);
+    let expected = (120 + Level::Crushed.typical_percentage()).div_ceil(2);
+    assert_eq!(est.unwrap().occupancy_percentage, expected);
+}
+
+#[test]
+fn the_latest_position_is_published_while_fresh() {
+    let mut a = report("a", 1, 1, Level::Full, NOW - 2 * MINUTE);
+    a.position = Some(Position {
+        latitude: 48.0,
+        longitude: 2.0,
+        accuracy_m: 5.0,
+    });
+    let mut b = report("b", 2, 1, Level::Full, NOW - MINUTE);
+    b.position = Some(Position {
+        latitude: 48.5,
+        longitude: 2.5,
+        accuracy_m: 5.0,
+    });
+    let (_, est) = run(&[b.clone(), a.clone()]);
+    let p = est.unwrap().position.expect("a position");
+    assert_eq!((p.latitude, p.longitude), (48.5, 2.5));
+
+    let params = Params::default();
+    let mut state = TrainState::default();
+    apply(&mut state, &a, &params);
+    let later = NOW + params.window_ms;
+    let mut fresh = report("c", 3, 1, Level::Full, later);
+    fresh.position = None;
+    apply(&mut state, &fresh, &params);
+    let est = estimate(&state, later, &params, &UniformTrust).unwrap();
+    assert!(est.position.is_none());
+}
+
+#[test]
+fn trust_scales_a_device_weight() {
+    let reports = [
+        report("a", 1, 1, Level::Empty, NOW),
+        report("b", 2, 1, Level::Full, NOW),
+        report("c", 3, 1, Level::Full, NOW),
+    ];
+    let params = Params::default();
+    let mut state = TrainState::default();
+    for r in &reports {
+        apply(&mut state, r, &params);
+    }
+    let est = estimate(&state, NOW, &params, &|d: u64| {
+        if d == 1 { 5.0 } else { 1.0 }
+    });
+    assert_eq!(est.unwrap().level, Level::Empty.number());
+    let est = estimate(&state, NOW, &params, &UniformTrust);
+    assert_eq!(est.unwrap().level, Level::Full.number());
+}
+
+#[test]
+fn state_stays_bounded() {
+    let params = Params {
+        max_observations: 4,
+        max_recent_ids: 3,
+        ..Params::default()
+    };
+    let mut state = TrainState::default();
+    for d in 0..10u64 {
+        let r = report(&format!("r{d}"), d, 1, Level::Empty, NOW - 10 + d as i64);
+        apply(&mut state, &r, &params);
+    }
+    assert_eq!(state.observations.len(), 4);
+    assert!(state.observations.iter().all(|o| o.device >= 6));
+    assert_eq!(state.recent_report_ids.len(), 3);
+    assert_eq!(state.reports_counted, 10);
+}
+
+#[test]
+fn prune_drops_what_left_the_window() {
+    let params = Params::default();
+    let (mut state, _) = run(&[
+        report("a", 1, 1, Level::Empty, NOW - 20 * MINUTE),
+        report("b", 2, 1, Level::Empty, NOW),
+    ]);
+    prune(&mut state, NOW, &params);
+    assert_eq!(state.observations.len(), 1);
+    assert_eq!(state.observations[0].device, 2);
+}
+
+#[test]
+fn an_unknown_level_is_rejected() {
+    let mut r = report("a", 1, 1, Level::Empty, NOW);
+    r.level = 0;
+    let mut state = TrainState::default();
+    assert_eq!(apply(&mut state, &r, &Params::default()), Applied::Rejected);
+    r.level = 99;
+    assert_eq!(apply(&mut state, &r, &Params::default()), Applied::Rejected);
+    assert_eq!(state, TrainState::default());
+}
+
+fn arb_report(index: usize) -> impl Strategy<Value = StoredReport> {
+    (
+        0u64..6,
+        0u32..4,
+        1u32..=7,
+        proptest::option::of(0u32..200),
+        -(20 * MINUTE)..(2 * MINUTE),
+    )
+        .prop_map(move |(device, car, level, pct, offset)| StoredReport {
+            report_id: format!("r{index}"),
+            device,
+            trip_id: "T1".into(),
+            start_date: "20261126".into(),
+            route_id: String::new(),
+            carriage_sequence: car,
+            level,
+            occupancy_percentage: pct,
+            observed_at_ms: NOW + offset,
+            received_at_ms: NOW,
+            position: None,
+            stop_id: String::new(),
+        })
+}
+
+fn arb_reports() -> impl Strategy<Value = Vec<StoredReport>> {
+    (0usize..30).prop_flat_map(|n| (0..n).map(arb_report).collect::<Vec<_>>())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn the_estimate_does_not_depend_on_report_order(
+        (reports, shuffled) in arb_reports().prop_flat_map(|r| {
+            let shuffled = Just(r.clone()).prop_shuffle();
+            (Just(r), shuffled)
+        })
+    ) {
+        prop_assert_eq!(run(&reports).1, run(&shuffled).1);
+    }
+
+    #[test]
+    fn duplicates_change_nothing(
+        reports in arb_reports(),
+        picks in proptest::collection::vec(any::<prop::sample::Index>(), 0..10),
+    ) {
+        let mut with_dups = reports.clone();
+        if !reports.is_empty() {
+            for p in picks {
+                with_dups.push(p.get(&reports).clone());
+            }
+        }
+        let (state, est) = run(&with_dups);
+        let (plain_state, plain_est) = run(&reports);
+        prop_assert_eq!(est, plain_est);
+        prop_assert_eq!(state.reports_counted, plain_state.reports_counted);
+    }
+
+    #[test]
+    fn reports_older_than_the_window_have_no_effect(
+        reports in arb_reports(),
+        old in proptest::collection::vec((0u64..8, 0u32..4, 1u32..=7, 1i64..1_000_000), 0..10),
+    ) {
+        let window = Params::default().window_ms;
+        let mut with_old = reports.clone();
+        for (i, (device, car, level, extra)) in old.into_iter().enumerate() {
+            let mut r = report(&format!("old{i}"), device, car, Level::Empty, NOW - window - extra);
+            r.level = level;
+            r.route_id = String::new();
+            with_old.push(r);
+        }
+        prop_assert_eq!(run(&with_old).1, run(&reports).1);
+    }
+
+    #[test]
+    fn extreme_inputs_never_panic_or_produce_nan(
+        observed in any::<i64>(),
+        now in any::<i64>(),
+        half_life in any::<i64>(),
+        window in any::<i64>(),
+        pct in proptest::option::of(any::<u32>()),
+        trust in any::<f64>(),
+        lat in any::<f64>(),
+    ) {
+        let params = Params {
+            half_life_ms: half_life,
+            window_ms: window,
+            ..Params::default()
+        };
+        let mut r = report("x", 1, 3, Level::Full, observed);
+        r.occupancy_percentage = pct;
+        r.position = Some(Position { latitude: lat, longitude: 0.0, accuracy_m: f32::NAN });
+        let mut state = TrainState::default();
+        apply(&mut state, &r, &params);
+        prune(&mut state, now, &params);
+        if let Some(est) = estimate(&state, now, &params, &move |_| trust) {
+            prop_assert!(est.confidence.is_finite());
+            prop_assert!((0.0..=1.0).contains(&est.confidence));
+            prop_assert!(est.occupancy_percentage <= MAX_PERCENTAGE);
+            prop_assert_eq!(est.reporters, 1);
+            for car in &est.cars {
+                prop_assert!((0.0..=1.0).contains(&car.confidence));
+            }
+        }
+    }
+}

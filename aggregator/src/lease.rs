@@ -1,0 +1,104 @@
+//! Partition leases with fencing tokens.
+//!
+//! A lease is `crowd:{k}:lease = <token>` with a TTL. Tokens come from
+//! `INCR crowd:{k}:fence`, so every new owner holds a larger token than all
+//! previous ones; the batch commit checks the token, so an owner that lost its
+//! lease (paused, partitioned away) can never overwrite its successor's work.
+
+use std::time::Duration;
+
+use redis::Script;
+use redis::aio::ConnectionManager;
+
+/// Takes the lease if nobody holds it: returns the new token, or nil.
+const ACQUIRE: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local token = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], token, 'PX', ARGV[1])
+return token
+";
+
+/// Extends the lease if it is still ours: 1, else 0.
+const RENEW: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+";
+
+/// Gives the lease up if it is still ours.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
+/// The three lease scripts, loaded once.
+#[derive(Debug)]
+pub(crate) struct Leases {
+    acquire: Script,
+    renew: Script,
+    release: Script,
+    ttl_ms: u64,
+}
+
+impl Leases {
+    pub(crate) fn new(ttl: Duration) -> Leases {
+        Leases {
+            acquire: Script::new(ACQUIRE),
+            renew: Script::new(RENEW),
+            release: Script::new(RELEASE),
+            ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Tries to take the lease at `lease_key`; `Some(token)` on success.
+    pub(crate) async fn acquire(
+        &self,
+        con: &mut ConnectionManager,
+        lease_key: &str,
+        fence_key: &str,
+    ) -> redis::RedisResult<Option<String>> {
+        let token: Option<i64> = self
+            .acquire
+            .key(lease_key)
+            .key(fence_key)
+            .arg(self.ttl_ms)
+            .invoke_async(con)
+            .await?;
+        Ok(token.map(|t| t.to_string()))
+    }
+
+    /// Extends our lease; `false` when it is no longer ours.
+    pub(crate) async fn renew(
+        &self,
+        con: &mut ConnectionManager,
+        lease_key: &str,
+        token: &str,
+    ) -> redis::RedisResult<bool> {
+        let renewed: i64 = self
+            .renew
+            .key(lease_key)
+            .arg(token)
+            .arg(self.ttl_ms)
+            .invoke_async(con)
+            .await?;
+        Ok(renewed == 1)
+    }
+
+    /// Releases our lease so that another aggregator can take over at once.
+    pub(crate) async fn release(
+        &self,
+        con: &mut ConnectionManager,
+        lease_key: &str,
+        token: &str,
+    ) -> redis::RedisResult<()> {
+        let _: i64 = self
+            .release
+            .key(lease_key)
+            .arg(token)
+            .invoke_async(con)
+            .await?;
+        Ok(())
+    }
+}

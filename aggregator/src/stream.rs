@@ -1,0 +1,198 @@
+//! Reading report streams through the aggregators' consumer group.
+//!
+//! The reply is parsed by hand so that pending entries whose payload was
+//! trimmed away (XREADGROUP returns them with nil fields) are still seen, and
+//! acknowledged, instead of failing the whole read.
+
+use redis::Value;
+use redis::aio::ConnectionManager;
+
+use crowd_proto::layout::{CONSUMER, GROUP, REPORT_FIELD};
+
+/// One stream entry as read.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Entry {
+    /// Stream id, acknowledged in the commit.
+    pub(crate) id: String,
+    /// The `r` field, or `None` when missing (trimmed or foreign entry).
+    pub(crate) payload: Option<Vec<u8>>,
+}
+
+/// Where to read a stream from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum From {
+    /// Our pending entries: delivered earlier but never acknowledged.
+    Pending,
+    /// Entries never delivered to anyone.
+    New,
+}
+
+/// Creates the consumer group at the start of the stream (and the stream);
+/// an existing group is left alone.
+pub(crate) async fn ensure_group(con: &mut ConnectionManager, key: &str) -> redis::RedisResult<()> {
+    let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(key)
+        .arg(GROUP)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(con)
+        .await;
+    match created {
+        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+        other => other,
+    }
+}
+
+/// One XREADGROUP over `keys`; `block_ms` applies to [`From::New`] only.
+pub(crate) async fn read(
+    con: &mut ConnectionManager,
+    keys: &[String],
+    from: From,
+    count: usize,
+    block_ms: Option<u64>,
+) -> redis::RedisResult<Vec<(String, Vec<Entry>)>> {
+    let mut cmd = redis::cmd("XREADGROUP");
+    cmd.arg("GROUP")
+        .arg(GROUP)
+        .arg(CONSUMER)
+        .arg("COUNT")
+        .arg(count.max(1));
+    if let (From::New, Some(ms)) = (from, block_ms) {
+        cmd.arg("BLOCK").arg(ms);
+    }
+    cmd.arg("STREAMS").arg(keys);
+    let id = match from {
+        From::Pending => "0",
+        From::New => ">",
+    };
+    for _ in keys {
+        cmd.arg(id);
+    }
+    let reply: Value = cmd.query_async(con).await?;
+    Ok(parse_reply(reply))
+}
+
+fn parse_reply(reply: Value) -> Vec<(String, Vec<Entry>)> {
+    pairs(reply)
+        .into_iter()
+        .filter_map(|(key, entries)| Some((text(key)?, parse_entries(entries))))
+        .collect()
+}
+
+fn parse_entries(entries: Value) -> Vec<Entry> {
+    let Value::Array(items) = entries else {
+        return Vec::new();
+    };
+    items
+        .into_iter()
+        .filter_map(|item| {
+            let Value::Array(mut parts) = item else {
+                return None;
+            };
+            if parts.is_empty() {
+                return None;
+            }
+            let fields = if parts.len() > 1 {
+                parts.swap_remove(1)
+            } else {
+                Value::Nil
+            };
+            let id = text(parts.swap_remove(0))?;
+            let payload = pairs(fields)
+                .into_iter()
+                .find(|(k, _)| matches!(k, Value::BulkString(b) if b == REPORT_FIELD.as_bytes()))
+                .and_then(|(_, v)| bytes(v));
+            Some(Entry { id, payload })
+        })
+        .collect()
+}
+
+/// Key/value pairs of a RESP3 map, a RESP2 flat array of alternating keys and
+/// values, or a RESP2 array of two-element arrays (the XREAD top level).
+fn pairs(v: Value) -> Vec<(Value, Value)> {
+    match v {
+        Value::Map(m) => m,
+        Value::Array(items) => {
+            if items
+                .iter()
+                .all(|i| matches!(i, Value::Array(a) if a.len() == 2))
+            {
+                items
+                    .into_iter()
+                    .filter_map(|i| match i {
+                        Value::Array(mut a) => {
+                            let v = a.pop()?;
+                            let k = a.pop()?;
+                            Some((k, v))
+                        }
+                        _ => None,
+                    })
+                    .collect()
+            } else {
+                let mut out = Vec::with_capacity(items.len() / 2);
+                let mut it = items.into_iter();
+                while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                    out.push((k, v));
+                }
+                out
+            }
+        }
+        _ => Vec::new(),
+    }
+}
+
+fn bytes(v: Value) -> Option<Vec<u8>> {
+    match v {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.into_bytes()),
+        _ => None,
+    }
+}
+
+fn text(v: Value) -> Option<String> {
+    bytes(v).and_then(|b| String::from_utf8(b).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn parses_entries_including_trimmed_ones() {
+        let reply = Value::Array(vec![Value::Array(vec![
+            bulk("crowd:{1}:reports"),
+            Value::Array(vec![
+                Value::Array(vec![
+                    bulk("1-0"),
+                    Value::Array(vec![bulk("r"), bulk("abc")]),
+                ]),
+                Value::Array(vec![bulk("2-0"), Value::Nil]),
+                Value::Array(vec![bulk("3-0"), Value::Array(vec![bulk("x"), bulk("y")])]),
+            ]),
+        ])]);
+        let parsed = parse_reply(reply);
+        assert_eq!(parsed.len(), 1);
+        assert_eq!(parsed[0].0, "crowd:{1}:reports");
+        let entries = &parsed[0].1;
+        assert_eq!(entries.len(), 3);
+        assert_eq!(entries[0].payload.as_deref(), Some(&b"abc"[..]));
+        assert_eq!(
+            entries[1],
+            Entry {
+                id: "2-0".into(),
+                payload: None
+            }
+        );
+        assert_eq!(entries[2].payload, None);
+    }
+
+    #[test]
+    fn a_nil_reply_is_no_entries() {
+        assert!(parse_reply(Value::Nil).is_empty());
+    }
+}

@@ -1,0 +1,587 @@
+//! The aggregator loop: keep leases, read owned partitions, fold reports into
+//! train states, commit each partition's batch atomically, expire idle trains.
+//!
+//! Everything runs on one task, so a partition never has more than one batch
+//! in flight: at the start of every cycle, memory holds only committed state.
+//! Any error whose outcome is unknown resets the partition (memory dropped,
+//! pending entries replayed), which is always safe because the commit is
+//! atomic and report ids are deduplicated from the committed state.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use prost::Message;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crowd_proto::codec::{decode_report, encode_estimate};
+use crowd_proto::domain::TripKey;
+use crowd_proto::layout::Layout;
+use crowd_proto::pb::store::TrainState;
+
+use crate::backoff::Backoff;
+use crate::commit::{TrainWrite, WriteError, Writer, indexable};
+use crate::estimator::{self, Applied, Params, UniformTrust};
+use crate::lease::Leases;
+use crate::partition::{Partition, Phase, Train};
+use crate::stream::{self, Entry, From};
+use crate::{AggregatorError, Config, telemetry};
+
+/// Response timeout of ordinary commands (scripts included).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+/// Extra time granted to a blocking read beyond its BLOCK.
+const READ_GRACE: Duration = Duration::from_secs(5);
+
+/// Why a cycle did not complete.
+#[derive(Debug)]
+enum CycleError {
+    /// Transient: log, back off, retry.
+    Redis(redis::RedisError),
+    /// The configured fault fired.
+    Crash,
+}
+
+impl std::convert::From<redis::RedisError> for CycleError {
+    fn from(e: redis::RedisError) -> Self {
+        CycleError::Redis(e)
+    }
+}
+
+/// The state of one running aggregator.
+#[derive(Debug)]
+pub(crate) struct Worker {
+    config: Config,
+    layout: Layout,
+    params: Params,
+    stop: CancellationToken,
+    /// Commands: leases, loads, commits, sweeps.
+    cmd: ConnectionManager,
+    /// Blocking XREADGROUP only, with a response timeout longer than BLOCK.
+    reader: ConnectionManager,
+    leases: Leases,
+    writer: Writer,
+    owned: BTreeMap<u16, Partition>,
+    /// Non-empty batches read so far (for fault injection).
+    batches: u64,
+    next_lease_at: Instant,
+    next_sweep_at: Instant,
+    backoff: Backoff,
+}
+
+impl Worker {
+    /// Connects to Redis, retrying until it answers; `Ok(None)` if stopped first.
+    pub(crate) async fn start(
+        config: Config,
+        stop: CancellationToken,
+    ) -> Result<Option<Worker>, AggregatorError> {
+        let client = redis::Client::open(config.redis_url.as_str())
+            .map_err(AggregatorError::InvalidRedisUrl)?;
+        let read_timeout = Duration::from_millis(config.block_ms) + READ_GRACE;
+        let mut backoff = Backoff::new();
+        let (cmd, reader) = loop {
+            if stop.is_cancelled() {
+                return Ok(None);
+            }
+            let cmd = connect(&client, COMMAND_TIMEOUT).await;
+            let reader = connect(&client, read_timeout).await;
+            match (cmd, reader) {
+                (Ok(c), Ok(r)) => break (c, r),
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::warn!(error = %e, "cannot connect to redis; retrying");
+                    backoff.wait(&stop).await;
+                }
+            }
+        };
+        let layout = Layout::new(config.partitions);
+        let now = Instant::now();
+        Ok(Some(Worker {
+            params: config.estimator_params(),
+            leases: Leases::new(config.lease_ttl()),
+            writer: Writer::new(layout, config.train_idle_ms(), config.updates_maxlen),
+            layout,
+            config,
+            stop,
+            cmd,
+            reader,
+            owned: BTreeMap::new(),
+            batches: 0,
+            next_lease_at: now,
+            next_sweep_at: now,
+            backoff,
+        }))
+    }
+
+    /// Cycles until stopped; releases the leases on the way out.
+    pub(crate) async fn run(&mut self) -> Result<(), AggregatorError> {
+        while !self.stop.is_cancelled() {
+            match self.cycle().await {
+                Ok(()) => self.backoff.reset(),
+                Err(CycleError::Crash) => {
+                    tracing::warn!(batch = self.batches, "injected crash before commit");
+                    return Err(AggregatorError::InjectedCrash);
+                }
+                Err(CycleError::Redis(e)) => {
+                    metrics::counter!(telemetry::REDIS_ERRORS).increment(1);
+                    tracing::warn!(error = %e, "redis error; backing off");
+                    self.backoff.wait(&self.stop).await;
+                }
+            }
+        }
+        self.release_all().await;
+        Ok(())
+    }
+
+    async fn cycle(&mut self) -> Result<(), CycleError> {
+        if Instant::now() >= self.next_lease_at {
+            self.maintain_leases().await?;
+        }
+        if Instant::now() >= self.next_sweep_at {
+            self.sweep().await?;
+        }
+        self.ensure_groups().await?;
+
+        let pending = self
+            .owned
+            .iter()
+            .find(|(_, p)| p.phase == Phase::Pending)
+            .map(|(k, _)| *k);
+        if let Some(k) = pending {
+            let keys = [self.layout.reports(k)];
+            let read = stream::read(
+                &mut self.reader,
+                &keys,
+                From::Pending,
+                self.config.batch_size,
+                None,
+            )
+            .await;
+            let entries: Vec<Entry> = match read {
+                Ok(r) => r.into_iter().flat_map(|(_, e)| e).collect(),
+                Err(e) => {
+                    self.reset(k);
+                    return Err(e.into());
+                }
+            };
+            if entries.is_empty() {
+                if let Some(p) = self.owned.get_mut(&k) {
+                    p.phase = Phase::Live;
+                }
+                return Ok(());
+            }
+            return self.process(vec![(k, entries)]).await;
+        }
+
+        let live: Vec<u16> = self
+            .owned
+            .iter()
+            .filter(|(_, p)| p.phase == Phase::Live)
+            .map(|(k, _)| *k)
+            .collect();
+        if live.is_empty() {
+            self.idle().await;
+            return Ok(());
+        }
+        let keys: Vec<String> = live.iter().map(|k| self.layout.reports(*k)).collect();
+        let read = stream::read(
+            &mut self.reader,
+            &keys,
+            From::New,
+            self.config.batch_size,
+            Some(self.config.block_ms),
+        )
+        .await;
+        let read = match read {
+            Ok(r) => r,
+            Err(e) => {
+                // Entries may have been delivered before the error: replay them.
+                for k in live {
+                    self.reset(k);
+                }
+                return Err(e.into());
+            }
+        };
+        let by_key: HashMap<&str, u16> = keys.iter().map(String::as_str).zip(live).collect();
+        let batch: Vec<(u16, Vec<Entry>)> = read
+            .into_iter()
+            .filter(|(_, entries)| !entries.is_empty())
+            .filter_map(|(key, entries)| by_key.get(key.as_str()).map(|k| (*k, entries)))
+            .collect();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.process(batch).await
+    }
+
+    /// Nothing to read: wait for the next lease attempt.
+    async fn idle(&self) {
+        let until = self
+            .next_lease_at
+            .min(Instant::now() + Duration::from_millis(200));
+        tokio::select! {
+            () = tokio::time::sleep_until(until) => {}
+            () = self.stop.cancelled() => {}
+        }
+    }
+
+    /// Applies a batch in memory, then commits it partition by partition.
+    async fn process(&mut self, batch: Vec<(u16, Vec<Entry>)>) -> Result<(), CycleError> {
+        self.batches += 1;
+        let size: usize = batch.iter().map(|(_, e)| e.len()).sum();
+        metrics::counter!(telemetry::BATCHES).increment(1);
+        metrics::histogram!(telemetry::BATCH_SIZE).record(size as f64);
+
+        let now = now_ms();
+        let mut applied = Vec::with_capacity(batch.len());
+        let mut first_error = None;
+        for (k, entries) in batch {
+            match self.apply_entries(k, &entries, now).await {
+                Ok(touched) => {
+                    let acks = entries.into_iter().map(|e| e.id).collect::<Vec<_>>();
+                    applied.push((k, touched, acks));
+                }
+                Err(e) => {
+                    self.reset(k);
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+
+        if self.config.faults.crash_before_commit_of_batch == Some(self.batches) {
+            return Err(CycleError::Crash);
+        }
+
+        for (k, touched, acks) in applied {
+            if let Err(e) = self.commit(k, &touched, &acks, now).await {
+                first_error.get_or_insert(e);
+            }
+        }
+        match first_error {
+            Some(e) => Err(CycleError::Redis(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Loads the states the entries need, then folds the entries in.
+    /// Returns the canonical keys of the trains that changed.
+    async fn apply_entries(
+        &mut self,
+        k: u16,
+        entries: &[Entry],
+        now: i64,
+    ) -> Result<BTreeSet<String>, redis::RedisError> {
+        let reports: Vec<_> = entries
+            .iter()
+            .filter_map(|e| {
+                let decoded = e.payload.as_deref().map(decode_report);
+                match decoded {
+                    Some(Ok(r)) if self.layout.partition_of(&trip_of(&r)) == k => Some(r),
+                    Some(Ok(r)) => {
+                        tracing::warn!(id = %e.id, trip = %trip_of(&r), partition = k, "report in the wrong partition; skipped");
+                        metrics::counter!(telemetry::UNDECODABLE).increment(1);
+                        None
+                    }
+                    Some(Err(err)) => {
+                        tracing::warn!(id = %e.id, partition = k, error = %err, "undecodable entry; skipped");
+                        metrics::counter!(telemetry::UNDECODABLE).increment(1);
+                        None
+                    }
+                    None => {
+                        tracing::warn!(id = %e.id, partition = k, "entry without a report; skipped");
+                        metrics::counter!(telemetry::UNDECODABLE).increment(1);
+                        None
+                    }
+                }
+            })
+            .collect();
+        if let Some(newest) = reports.iter().map(|r| r.received_at_ms).max() {
+            metrics::gauge!(telemetry::LAG_SECONDS).set(now.saturating_sub(newest) as f64 / 1000.0);
+        }
+
+        self.load_states(k, reports.iter().map(trip_of).collect())
+            .await?;
+
+        let Some(partition) = self.owned.get_mut(&k) else {
+            return Ok(BTreeSet::new());
+        };
+        let mut touched = BTreeSet::new();
+        for r in &reports {
+            let key = trip_of(r).canonical();
+            let Some(train) = partition.trains.get_mut(&key) else {
+                continue;
+            };
+            match estimator::apply(&mut train.state, r, &self.params) {
+                Applied::Counted => {
+                    metrics::counter!(telemetry::REPORTS_APPLIED).increment(1);
+                    touched.insert(key);
+                }
+                Applied::Duplicate => {
+                    metrics::counter!(telemetry::DUPLICATES).increment(1);
+                }
+                Applied::Rejected => {
+                    tracing::warn!(report = %r.report_id, level = r.level, "report without a valid level; skipped");
+                    metrics::counter!(telemetry::UNDECODABLE).increment(1);
+                }
+            }
+        }
+        Ok(touched)
+    }
+
+    /// Reads the committed state of trains not yet in memory (one MGET).
+    async fn load_states(&mut self, k: u16, trips: Vec<TripKey>) -> redis::RedisResult<()> {
+        let Some(partition) = self.owned.get(&k) else {
+            return Ok(());
+        };
+        let mut missing: Vec<TripKey> = trips
+            .into_iter()
+            .filter(|t| !partition.trains.contains_key(&t.canonical()))
+            .collect();
+        missing.sort();
+        missing.dedup();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<String> = missing.iter().map(|t| self.layout.state(k, t)).collect();
+        let stored: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
+            .arg(&keys)
+            .query_async(&mut self.cmd)
+            .await?;
+        let Some(partition) = self.owned.get_mut(&k) else {
+            return Ok(());
+        };
+        for (trip, bytes) in missing.into_iter().zip(stored) {
+            let state = match bytes.map(|b| TrainState::decode(b.as_slice())) {
+                Some(Ok(s)) => s,
+                Some(Err(e)) => {
+                    tracing::error!(trip = %trip, error = %e, "undecodable train state; starting afresh");
+                    TrainState::default()
+                }
+                None => TrainState::default(),
+            };
+            partition.trains.insert(
+                trip.canonical(),
+                Train {
+                    trip,
+                    state,
+                    touched_ms: 0,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Publishes the changed trains of partition `k` and acknowledges `acks`.
+    async fn commit(
+        &mut self,
+        k: u16,
+        touched: &BTreeSet<String>,
+        acks: &[String],
+        now: i64,
+    ) -> Result<(), redis::RedisError> {
+        let Some(partition) = self.owned.get_mut(&k) else {
+            return Ok(());
+        };
+        let mut writes = Vec::with_capacity(touched.len());
+        for key in touched {
+            let Some(train) = partition.trains.get_mut(key) else {
+                continue;
+            };
+            estimator::prune(&mut train.state, now, &self.params);
+            let estimate = estimator::estimate(&train.state, now, &self.params, &UniformTrust);
+            let position = estimate
+                .as_ref()
+                .and_then(|e| e.position)
+                .map(|p| (p.longitude, p.latitude))
+                .filter(|(lon, lat)| indexable(*lon, *lat));
+            writes.push(TrainWrite {
+                trip: train.trip.clone(),
+                state: train.state.encode_to_vec(),
+                estimate: estimate.as_ref().map(encode_estimate),
+                position,
+            });
+        }
+        let token = partition.token.clone();
+        let result = self
+            .writer
+            .commit(&mut self.cmd, k, &token, now, &writes, acks)
+            .await;
+        match result {
+            Ok(()) => {
+                if let Some(p) = self.owned.get_mut(&k) {
+                    for key in touched {
+                        if let Some(t) = p.trains.get_mut(key) {
+                            t.touched_ms = now;
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Err(WriteError::Fenced) => {
+                metrics::counter!(telemetry::COMMIT_ERRORS).increment(1);
+                self.lose(k, "commit fenced");
+                Ok(())
+            }
+            Err(WriteError::Redis(e)) => {
+                metrics::counter!(telemetry::COMMIT_ERRORS).increment(1);
+                self.reset(k);
+                Err(e)
+            }
+        }
+    }
+
+    /// Renews our leases, takes free partitions, and schedules a pending scan
+    /// of every owned partition (entries a fenced former owner read but never
+    /// committed are found there).
+    async fn maintain_leases(&mut self) -> Result<(), CycleError> {
+        let owned: Vec<(u16, String)> = self
+            .owned
+            .iter()
+            .map(|(k, p)| (*k, p.token.clone()))
+            .collect();
+        let mut first_error = None;
+        for (k, token) in owned {
+            match self
+                .leases
+                .renew(&mut self.cmd, &self.layout.lease(k), &token)
+                .await
+            {
+                Ok(true) => {
+                    if let Some(p) = self.owned.get_mut(&k)
+                        && p.phase == Phase::Live
+                    {
+                        p.phase = Phase::Pending;
+                    }
+                }
+                Ok(false) => self.lose(k, "lease expired"),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        for k in self.layout.all() {
+            if self.owned.contains_key(&k) {
+                continue;
+            }
+            let acquired = self
+                .leases
+                .acquire(&mut self.cmd, &self.layout.lease(k), &self.layout.fence(k))
+                .await;
+            match acquired {
+                Ok(Some(token)) => {
+                    tracing::info!(partition = k, %token, "partition acquired");
+                    self.owned.insert(k, Partition::new(token));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                    break;
+                }
+            }
+        }
+        metrics::gauge!(telemetry::PARTITIONS_OWNED).set(self.owned.len() as f64);
+        self.next_lease_at = Instant::now() + self.config.lease_ttl() / 3;
+        match first_error {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Expires trains idle for longer than the configured time.
+    async fn sweep(&mut self) -> Result<(), CycleError> {
+        let idle = self.config.train_idle_ms();
+        let interval = Duration::from_millis(u64::try_from(idle / 4).unwrap_or(250))
+            .clamp(Duration::from_millis(250), Duration::from_secs(30));
+        self.next_sweep_at = Instant::now() + interval;
+        let cutoff = now_ms().saturating_sub(idle);
+        let owned: Vec<(u16, String)> = self
+            .owned
+            .iter()
+            .map(|(k, p)| (*k, p.token.clone()))
+            .collect();
+        for (k, token) in owned {
+            match self.writer.sweep(&mut self.cmd, k, &token, cutoff).await {
+                Ok(removed) => {
+                    metrics::counter!(telemetry::TRAINS_EXPIRED).increment(removed.len() as u64);
+                    if let Some(p) = self.owned.get_mut(&k) {
+                        for key in &removed {
+                            p.trains.remove(key);
+                        }
+                        p.trains.retain(|_, t| t.touched_ms >= cutoff);
+                    }
+                }
+                Err(WriteError::Fenced) => self.lose(k, "sweep fenced"),
+                Err(WriteError::Redis(e)) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the consumer group of partitions that need it.
+    async fn ensure_groups(&mut self) -> Result<(), CycleError> {
+        let needing: Vec<u16> = self
+            .owned
+            .iter()
+            .filter(|(_, p)| p.phase == Phase::NeedsGroup)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in needing {
+            stream::ensure_group(&mut self.cmd, &self.layout.reports(k)).await?;
+            if let Some(p) = self.owned.get_mut(&k) {
+                p.phase = Phase::Pending;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops memory of partition `k` and replays from its committed state.
+    fn reset(&mut self, k: u16) {
+        if let Some(p) = self.owned.get_mut(&k) {
+            p.reset();
+        }
+    }
+
+    /// Forgets partition `k`: somebody else owns it now.
+    fn lose(&mut self, k: u16, why: &str) {
+        if self.owned.remove(&k).is_some() {
+            tracing::warn!(partition = k, why, "partition lost");
+            metrics::gauge!(telemetry::PARTITIONS_OWNED).set(self.owned.len() as f64);
+        }
+    }
+
+    /// Hands our partitions over at shutdown instead of letting leases lapse.
+    async fn release_all(&mut self) {
+        let owned = std::mem::take(&mut self.owned);
+        for (k, p) in owned {
+            if let Err(e) = self
+                .leases
+                .release(&mut self.cmd, &self.layout.lease(k), &p.token)
+                .await
+            {
+                tracing::warn!(partition = k, error = %e, "cannot release lease; it will lapse");
+            }
+        }
+        metrics::gauge!(telemetry::PARTITIONS_OWNED).set(0.0);
+    }
+}
+
+async fn connect(
+    client: &redis::Client,
+    timeout: Duration,
+) -> redis::RedisResult<ConnectionManager> {
+    let config = ConnectionManagerConfig::new()
+        .set_response_timeout(Some(timeout))
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_number_of_retries(1);
+    ConnectionManager::new_with_config(client.clone(), config).await
+}
+
+fn trip_of(r: &crowd_proto::pb::store::StoredReport) -> TripKey {
+    TripKey {
+        trip_id: r.trip_id.clone(),
+        start_date: r.start_date.clone(),
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
