@@ -15,6 +15,10 @@ use crowd_proto::pb::v1::{occupancy_service_server, report_service_server};
 
 use crate::store::Store;
 
+/// The standard gRPC health protocol (messages and client), for probes and
+/// tools written in Rust that check this server.
+pub use tonic_health::pb as protocol;
+
 /// Interval between two checks.
 const INTERVAL: Duration = Duration::from_secs(1);
 
@@ -41,7 +45,8 @@ pub async fn monitor(
 ) {
     let mut ticks = tokio::time::interval(INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last = None;
+    let mut last = Some(false);
+    set_all(&reporter, ServingStatus::NotServing).await;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
