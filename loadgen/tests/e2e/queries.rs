@@ -1,1 +1,406 @@
-//! queries tests.
+//! Queries through the real server over a socket: estimates are written into
+//! a private Redis exactly as the aggregator publishes them, then read back
+//! with GetOccupancy, WatchOccupancy and SearchNearby.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use tonic::Streaming;
+use tonic::transport::Channel;
+
+use crowd_loadgen::redis_process::RedisServer;
+use crowd_proto::codec;
+use crowd_proto::domain::TripKey;
+use crowd_proto::layout::{ESTIMATE_FIELD, Layout};
+use crowd_proto::pb::v1::occupancy_service_client::OccupancyServiceClient;
+use crowd_proto::pb::v1::{
+    CarEstimate, CrowdingLevel, EstimateSource, GeoPoint, GetOccupancyRequest, OccupancyEstimate,
+    SearchNearbyRequest, TripRef, WatchOccupancyRequest,
+};
+
+use crate::ingest::{TestServer, trip};
+
+/// An update must reach a watcher within this.
+const UPDATE_WITHIN: Duration = Duration::from_secs(1);
+
+/// Paris, Châtelet.
+const PARIS: (f64, f64) = (48.8584, 2.3470);
+
+/// Publishes estimates into Redis the way the aggregator's commit does.
+struct Publisher {
+    conn: redis::aio::MultiplexedConnection,
+    layout: Layout,
+}
+
+impl Publisher {
+    async fn new(redis_url: &str, layout: Layout) -> Publisher {
+        let conn = redis::Client::open(redis_url)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        Publisher { conn, layout }
+    }
+
+    /// SET the estimate, ZADD the train, GEOADD its position, XADD the change.
+    async fn publish(&mut self, estimate: &OccupancyEstimate) {
+        let t = estimate.trip.as_ref().unwrap();
+        let key = TripKey {
+            trip_id: t.trip_id.clone(),
+            start_date: t.start_date.clone(),
+        };
+        let k = self.layout.partition_of(&key);
+        let bytes = codec::encode_estimate(estimate);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("SET")
+            .arg(self.layout.estimate(k, &key))
+            .arg(&bytes)
+            .ignore()
+            .cmd("ZADD")
+            .arg(self.layout.trains(k))
+            .arg(Utc::now().timestamp_millis())
+            .arg(key.canonical())
+            .ignore();
+        if let Some(p) = &estimate.position {
+            pipe.cmd("GEOADD")
+                .arg(self.layout.geo(k))
+                .arg(p.longitude)
+                .arg(p.latitude)
+                .arg(key.canonical())
+                .ignore();
+        }
+        pipe.cmd("XADD")
+            .arg(self.layout.updates(k))
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(10_000)
+            .arg("*")
+            .arg(ESTIMATE_FIELD)
+            .arg(&bytes)
+            .ignore();
+        let () = pipe.query_async(&mut self.conn).await.unwrap();
+    }
+}
+
+fn estimate(
+    trip_id: &str,
+    route_id: &str,
+    level: CrowdingLevel,
+    at: (f64, f64),
+) -> OccupancyEstimate {
+    let now = codec::timestamp_from_ms(Utc::now().timestamp_millis());
+    let mut trip = trip(trip_id);
+    trip.route_id = route_id.into();
+    OccupancyEstimate {
+        trip: Some(trip),
+        level: level as i32,
+        occupancy_percentage: 85,
+        confidence: 0.75,
+        reporters: 4,
+        updated_at: Some(now),
+        cars: vec![CarEstimate {
+            carriage_sequence: 2,
+            level: level as i32,
+            occupancy_percentage: 90,
+            confidence: 0.6,
+            reporters: 2,
+            newest_report_at: Some(now),
+        }],
+        position: Some(GeoPoint {
+            latitude: at.0,
+            longitude: at.1,
+            accuracy_m: 0.0,
+        }),
+        newest_report_at: Some(now),
+        source: EstimateSource::Crowd as i32,
+    }
+}
+
+/// A point `north_m` metres north of `from`.
+fn north_of(from: (f64, f64), north_m: f64) -> (f64, f64) {
+    (from.0 + north_m / 111_195.0, from.1)
+}
+
+async fn client(server: &TestServer) -> OccupancyServiceClient<Channel> {
+    OccupancyServiceClient::new(server.channel().await)
+}
+
+async fn next(watch: &mut Streaming<OccupancyEstimate>, within: Duration) -> OccupancyEstimate {
+    tokio::time::timeout(within, watch.message())
+        .await
+        .expect("no estimate in time")
+        .expect("watch failed")
+        .expect("watch ended")
+}
+
+fn trip_id(e: &OccupancyEstimate) -> &str {
+    &e.trip.as_ref().unwrap().trip_id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_occupancy_returns_known_trips_and_omits_unknown_ones() {
+    let redis = RedisServer::start();
+    let server = TestServer::start(&redis.url()).await;
+    let mut publisher = Publisher::new(&redis.url(), Layout::new(server.config.partitions)).await;
+    let t1 = estimate("T1", "B", CrowdingLevel::Full, PARIS);
+    let t2 = estimate("T2", "A", CrowdingLevel::ManySeatsAvailable, PARIS);
+    publisher.publish(&t1).await;
+    publisher.publish(&t2).await;
+
+    let reply = client(&server)
+        .await
+        .get_occupancy(GetOccupancyRequest {
+            trips: vec![trip("T1"), trip("T9"), trip("T2")],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.estimates, vec![t1, t2]);
+
+    let none = client(&server)
+        .await
+        .get_occupancy(GetOccupancyRequest {
+            trips: vec![trip("unknown")],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(none.estimates.is_empty());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_sends_the_current_estimate_then_each_change() {
+    let redis = RedisServer::start();
+    let server = TestServer::start(&redis.url()).await;
+    let mut publisher = Publisher::new(&redis.url(), Layout::new(server.config.partitions)).await;
+    let first = estimate("T1", "B", CrowdingLevel::FewSeatsAvailable, PARIS);
+    publisher.publish(&first).await;
+
+    let mut watch = client(&server)
+        .await
+        .watch_occupancy(WatchOccupancyRequest {
+            trips: vec![trip("T1")],
+            route_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next(&mut watch, UPDATE_WITHIN).await, first);
+
+    // A change of another train is not sent; the next change of T1 is.
+    publisher
+        .publish(&estimate("T2", "B", CrowdingLevel::Empty, PARIS))
+        .await;
+    let changed = estimate("T1", "B", CrowdingLevel::CrushedStandingRoomOnly, PARIS);
+    publisher.publish(&changed).await;
+    assert_eq!(next(&mut watch, UPDATE_WITHIN).await, changed);
+
+    let again = estimate("T1", "B", CrowdingLevel::Full, PARIS);
+    publisher.publish(&again).await;
+    assert_eq!(next(&mut watch, UPDATE_WITHIN).await, again);
+
+    // Shutdown closes the watch instead of waiting for the client.
+    let stopped = tokio::spawn(server.stop());
+    let end = tokio::time::timeout(Duration::from_secs(5), watch.message())
+        .await
+        .expect("watch still open after shutdown");
+    assert!(!matches!(end, Ok(Some(_))), "{end:?}");
+    stopped.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_watch_covers_every_train_of_the_route() {
+    let redis = RedisServer::start();
+    let server = TestServer::start(&redis.url()).await;
+    let mut publisher = Publisher::new(&redis.url(), Layout::new(server.config.partitions)).await;
+    // Enough trains that the route spans several partitions.
+    let mut on_route: Vec<OccupancyEstimate> = (0..6)
+        .map(|i| estimate(&format!("B{i}"), "B", CrowdingLevel::Empty, PARIS))
+        .collect();
+    for e in &on_route {
+        publisher.publish(e).await;
+    }
+    publisher
+        .publish(&estimate("A1", "A", CrowdingLevel::Full, PARIS))
+        .await;
+
+    let mut watch = client(&server)
+        .await
+        .watch_occupancy(WatchOccupancyRequest {
+            trips: vec![],
+            route_id: "B".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut initial = Vec::new();
+    for _ in 0..on_route.len() {
+        initial.push(next(&mut watch, UPDATE_WITHIN).await);
+    }
+    initial.sort_by(|a, b| trip_id(a).cmp(trip_id(b)));
+    on_route.sort_by(|a, b| trip_id(a).cmp(trip_id(b)));
+    assert_eq!(initial, on_route);
+
+    // Another route's change is filtered out; a new train of the route shows up.
+    publisher
+        .publish(&estimate("A1", "A", CrowdingLevel::Empty, PARIS))
+        .await;
+    let newcomer = estimate("B9", "B", CrowdingLevel::StandingRoomOnly, PARIS);
+    publisher.publish(&newcomer).await;
+    assert_eq!(next(&mut watch, UPDATE_WITHIN).await, newcomer);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_nearby_finds_trains_near_the_point_nearest_first() {
+    let redis = RedisServer::start();
+    let server = TestServer::start(&redis.url()).await;
+    let mut publisher = Publisher::new(&redis.url(), Layout::new(server.config.partitions)).await;
+    let near = estimate("NEAR", "B", CrowdingLevel::Full, north_of(PARIS, 200.0));
+    let closer = estimate("CLOSER", "C", CrowdingLevel::Empty, north_of(PARIS, 50.0));
+    let town = estimate("TOWN", "D", CrowdingLevel::Empty, north_of(PARIS, 5_000.0));
+    let far = estimate("FAR", "A", CrowdingLevel::Empty, north_of(PARIS, 100_000.0));
+    for e in [&near, &closer, &town, &far] {
+        publisher.publish(e).await;
+    }
+    let center = Some(GeoPoint {
+        latitude: PARIS.0,
+        longitude: PARIS.1,
+        accuracy_m: 0.0,
+    });
+
+    let mut client = client(&server).await;
+    let search = |radius_m: f64, limit: u32| SearchNearbyRequest {
+        center,
+        radius_m,
+        limit,
+    };
+    let found = client
+        .search_nearby(search(1_000.0, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(found.estimates, vec![closer.clone(), near.clone()]);
+
+    let found = client
+        .search_nearby(search(50_000.0, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<&str> = found.estimates.iter().map(trip_id).collect();
+    assert_eq!(
+        ids,
+        ["CLOSER", "NEAR", "TOWN"],
+        "the train 100 km away is not near"
+    );
+
+    let found = client
+        .search_nearby(search(50_000.0, 1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(found.estimates, vec![closer]);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_query_arguments_name_the_field() {
+    let redis = RedisServer::start();
+    let server = TestServer::start(&redis.url()).await;
+    let mut client = client(&server).await;
+    let invalid = |status: tonic::Status, prefix: &str| {
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+        assert!(
+            status.message().starts_with(prefix),
+            "{:?} does not start with {prefix:?}",
+            status.message()
+        );
+    };
+
+    let mut bad = trip("T1");
+    bad.start_date = "2026-11-26".into();
+    let err = client
+        .get_occupancy(GetOccupancyRequest {
+            trips: vec![trip("T0"), trip("T1"), bad],
+        })
+        .await
+        .unwrap_err();
+    invalid(
+        err,
+        "trips[2].trip.start_date: \"2026-11-26\" is not a real YYYYMMDD date",
+    );
+
+    let err = client
+        .get_occupancy(GetOccupancyRequest {
+            trips: vec![TripRef {
+                trip_id: String::new(),
+                start_date: "20261126".into(),
+                route_id: String::new(),
+            }],
+        })
+        .await
+        .unwrap_err();
+    invalid(err, "trips[0].trip.trip_id: empty");
+
+    let err = client
+        .watch_occupancy(WatchOccupancyRequest::default())
+        .await
+        .unwrap_err();
+    invalid(err, "trips: empty");
+
+    let center = |latitude, longitude| {
+        Some(GeoPoint {
+            latitude,
+            longitude,
+            accuracy_m: 0.0,
+        })
+    };
+    let cases = [
+        (
+            SearchNearbyRequest {
+                center: center(91.0, 2.0),
+                radius_m: 500.0,
+                limit: 0,
+            },
+            "center.latitude: 91",
+        ),
+        (
+            SearchNearbyRequest {
+                center: center(48.0, 2.0),
+                radius_m: 0.0,
+                limit: 0,
+            },
+            "radius_m: 0",
+        ),
+        (
+            SearchNearbyRequest {
+                center: center(48.0, 2.0),
+                radius_m: 50_001.0,
+                limit: 0,
+            },
+            "radius_m: 50001",
+        ),
+        (
+            SearchNearbyRequest {
+                center: center(48.0, 2.0),
+                radius_m: 500.0,
+                limit: 201,
+            },
+            "limit: 201 > 200",
+        ),
+        (
+            SearchNearbyRequest {
+                center: None,
+                radius_m: 500.0,
+                limit: 0,
+            },
+            "center: missing",
+        ),
+    ];
+    for (request, prefix) in cases {
+        invalid(client.search_nearby(request).await.unwrap_err(), prefix);
+    }
+    server.stop().await;
+}
