@@ -1,1 +1,242 @@
-//! The open-loop load driver.
+//! The open-loop load driver behind `loadgen run`.
+//!
+//! A generator follows a Poisson arrival schedule, takes each report from
+//! the rider simulator and hands it to one of many `StreamReports` streams;
+//! latencies are measured from each report's intended send time, so a slow
+//! server cannot hide behind a slowed-down generator. Watchers measure how
+//! fresh live updates are, a query generator measures `GetOccupancy`, and
+//! accuracy rounds compare estimates with the simulator's truth.
+//!
+//! - [`arrivals`]: schedules and Poisson arrival times (pure).
+//! - [`connect`]: connections to the target.
+//! - [`generator`]: the sending loop.
+//! - [`streams`], [`watchers`], [`queries`], [`scoring`]: the clients.
+//! - [`stats`], [`progress`], [`summary`], [`assert`]: measuring and judging.
+
+pub mod arrivals;
+pub mod assert;
+pub mod connect;
+pub mod generator;
+pub mod progress;
+pub mod queries;
+pub mod scoring;
+pub mod source;
+pub mod stats;
+pub mod streams;
+pub mod summary;
+pub mod watchers;
+
+mod args;
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chrono::{NaiveDateTime, Utc};
+use crowd_proto::pb::v1::occupancy_service_client::OccupancyServiceClient;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use args::RunArgs;
+pub use assert::Thresholds;
+pub use summary::RunSummary;
+
+use generator::Generator;
+use source::Source;
+use stats::Stats;
+use watchers::Freshness;
+
+/// Time between spawning the clients and the first scheduled report, so the
+/// first arrivals are not late because tasks were still starting.
+const LEAD_IN: Duration = Duration::from_millis(100);
+
+/// Runs a load test as configured and returns what it measured.
+///
+/// Errors are for runs that could not happen (bad configuration, target
+/// unreachable); a run that happened but missed its thresholds returns a
+/// summary whose [`RunSummary::failures`] say which.
+pub async fn run(args: RunArgs) -> anyhow::Result<RunSummary> {
+    let plan = args.plan()?;
+    let channels = connect::connect(
+        &args.target,
+        connect::connection_count(args.connections, args.streams),
+        args.connect_timeout,
+    )
+    .await?;
+    let today = Utc::now().date_naive();
+    let source = Source::new(
+        args.scenario.scenario(),
+        args.seed,
+        NaiveDateTime::new(today, args.sim_start),
+        args.sim_speed,
+    );
+    let stats = Arc::new(Stats::default());
+    let freshness = Arc::new(Freshness::default());
+    let scores = Arc::new(scoring::Scores::default());
+    let running = Arc::new(RwLock::new(source.running_trips()));
+    let stop = CancellationToken::new();
+    let channel = |i: usize| channels[i % channels.len()].clone();
+
+    let mut senders = Vec::with_capacity(args.streams);
+    let mut streams = Vec::with_capacity(args.streams);
+    for i in 0..args.streams {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        senders.push(tx);
+        streams.push(streams::spawn(channel(i), rx, stats.clone(), stop.clone()));
+    }
+
+    let mut helpers = Vec::new();
+    let watched = watchers::assign(
+        &running.read().expect("fresh lock"),
+        args.watchers,
+        args.watch_trips,
+    );
+    for (i, trips) in watched.into_iter().enumerate() {
+        freshness.watch(&trips);
+        helpers.push(watchers::spawn(
+            channel(i),
+            trips,
+            freshness.clone(),
+            stats.clone(),
+            stop.clone(),
+        ));
+    }
+
+    let start = Instant::now() + LEAD_IN;
+    let start_utc = Utc::now() + LEAD_IN;
+    if args.query_rate > 0.0 {
+        let plan = queries::QueryPlan {
+            rate: args.query_rate,
+            duration: plan.duration,
+            seed: args.seed.wrapping_add(1),
+            start,
+        };
+        helpers.push(queries::spawn(
+            channel(1),
+            running.clone(),
+            plan,
+            stats.clone(),
+            stop.clone(),
+        )?);
+    }
+    if !args.score_every.is_zero() {
+        helpers.push(scoring::spawn(
+            channel(2),
+            source.clone(),
+            args.score_every,
+            scores.clone(),
+            stats.clone(),
+            stop.clone(),
+        ));
+    }
+    let progress_stop = CancellationToken::new();
+    let progress =
+        (!args.quiet).then(|| progress::spawn(stats.clone(), start, progress_stop.clone()));
+
+    let generator = Generator {
+        arrivals: arrivals::Arrivals::new(plan.schedule.clone(), plan.duration, args.seed)?,
+        start,
+        start_utc,
+        late_after: Duration::from_secs_f64(args.late_ms / 1000.0),
+        source: source.clone(),
+        senders,
+        running: running.clone(),
+        freshness: freshness.clone(),
+        stats: stats.clone(),
+    };
+    tokio::spawn(generator.run()).await?;
+
+    // Drain: streams end once every report is acked; watchers get until the
+    // deadline to see the last reports.
+    let deadline = Instant::now() + args.drain;
+    let mut all_acked = tokio::spawn(futures::future::join_all(streams));
+    let drained = tokio::time::timeout_at(deadline, &mut all_acked)
+        .await
+        .is_ok();
+    while args.watchers > 0 && freshness.unresolved() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut client = OccupancyServiceClient::new(channel(0));
+    scoring::score_once(&mut client, &source, &scores, &stats).await;
+    stop.cancel();
+    if !drained {
+        let _ = all_acked.await;
+    }
+    for task in helpers {
+        let _ = task.await;
+    }
+    progress_stop.cancel();
+    if let Some(progress) = progress {
+        let _ = progress.await;
+    }
+
+    let summary = summarize(&args, &plan, &stats, &freshness, &scores)?;
+    if let Some(path) = &args.json {
+        summary.write_json(path)?;
+    }
+    Ok(summary)
+}
+
+/// Collects the final numbers and judges validity and thresholds.
+fn summarize(
+    args: &RunArgs,
+    plan: &args::Plan,
+    stats: &Stats,
+    freshness: &Freshness,
+    scores: &scoring::Scores,
+) -> anyhow::Result<RunSummary> {
+    let secs = plan.duration.as_secs_f64();
+    let acks = stats.accepted.get() + stats.duplicate.get() + stats.rejected.get();
+    let generator_lag = stats.generator_lag.summary();
+    let dispatched = stats.sent.get() + stats.no_report.get();
+    let mut invalid_reasons = Vec::new();
+    if generator_lag.p99_ms > args.max_lag_p99_ms {
+        invalid_reasons.push(format!(
+            "generator lag p99 {:.1} ms > {} ms",
+            generator_lag.p99_ms, args.max_lag_p99_ms
+        ));
+    }
+    let late_fraction = if dispatched == 0 {
+        0.0
+    } else {
+        stats.late.get() as f64 / dispatched as f64
+    };
+    if late_fraction > args.max_late_fraction {
+        invalid_reasons.push(format!(
+            "{:.2}% of reports sent more than {} ms late (limit {:.2}%)",
+            late_fraction * 100.0,
+            args.late_ms,
+            args.max_late_fraction * 100.0
+        ));
+    }
+    let mut summary = RunSummary {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        config: serde_json::to_value(args)?,
+        valid: invalid_reasons.is_empty(),
+        invalid_reasons,
+        duration_secs: secs,
+        offered_rate: plan.schedule.expected_count(plan.duration) / secs,
+        achieved_rate: acks as f64 / secs,
+        sent: stats.sent.get(),
+        no_report: stats.no_report.get(),
+        accepted: stats.accepted.get(),
+        duplicate: stats.duplicate.get(),
+        rejected: stats.rejected.get(),
+        unacked: stats.unacked.get(),
+        out_of_order_acks: stats.out_of_order_acks.get(),
+        rejected_by_reason: stats.reject_reasons.snapshot(),
+        stream_errors: stats.stream_errors.snapshot(),
+        ack_latency: stats.ack_latency.summary(),
+        generator_lag,
+        late: stats.late.get(),
+        freshness: stats.freshness.summary(),
+        freshness_unresolved: freshness.unresolved(),
+        watch_errors: stats.watch_errors.snapshot(),
+        queries: stats.query_latency.summary(),
+        query_errors: stats.query_errors.snapshot(),
+        accuracy: scores.latest(),
+        accuracy_rounds: scores.rounds(),
+        failures: Vec::new(),
+    };
+    summary.failures = args.thresholds.check(&summary);
+    Ok(summary)
+}

@@ -1,0 +1,93 @@
+//! The sending loop: follows the arrival schedule, takes each report from
+//! the simulator and hands it to a stream, never waiting for the server.
+//!
+//! It records how far behind schedule each report left (generator lag). A
+//! generator that cannot keep up makes the run invalid: its latencies would
+//! then describe the load generator, not the system under test.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use crowd_proto::codec::timestamp_to_ms;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::time::Instant;
+
+use super::arrivals::Arrivals;
+use super::queries::RunningTrips;
+use super::source::Source;
+use super::stats::Stats;
+use super::streams::Outgoing;
+use super::watchers::Freshness;
+
+/// How often the list of running trains (what queries ask about) is renewed.
+const REFRESH_RUNNING: Duration = Duration::from_secs(1);
+
+/// Reports sent back to back without sleeping before yielding to the
+/// runtime, so a generator running behind does not starve other tasks.
+const YIELD_EVERY: u32 = 256;
+
+/// Everything the sending loop needs.
+#[derive(Debug)]
+pub struct Generator {
+    pub arrivals: Arrivals,
+    /// The instant offset zero of the schedule stands for.
+    pub start: Instant,
+    /// The same moment on the wall clock, for `observed_at`.
+    pub start_utc: DateTime<Utc>,
+    /// A report leaving later than this behind schedule counts as late.
+    pub late_after: Duration,
+    pub source: Source,
+    /// One per stream; reports go round-robin.
+    pub senders: Vec<UnboundedSender<Outgoing>>,
+    pub running: RunningTrips,
+    pub freshness: Arc<Freshness>,
+    pub stats: Arc<Stats>,
+}
+
+impl Generator {
+    /// Sends every scheduled report, then closes the streams' inputs.
+    pub async fn run(mut self) {
+        let mut next = 0usize;
+        let mut next_refresh = self.start + REFRESH_RUNNING;
+        let mut without_sleep = 0u32;
+        for offset in self.arrivals.by_ref() {
+            let intended = self.start + offset;
+            if intended > Instant::now() {
+                tokio::time::sleep_until(intended).await;
+                without_sleep = 0;
+            } else {
+                without_sleep += 1;
+                if without_sleep >= YIELD_EVERY {
+                    tokio::task::yield_now().await;
+                    without_sleep = 0;
+                }
+            }
+            let now = Instant::now();
+            let lag = now.saturating_duration_since(intended);
+            self.stats.generator_lag.record(lag);
+            if lag > self.late_after {
+                self.stats.late.add(1);
+            }
+            if now >= next_refresh {
+                next_refresh = now + REFRESH_RUNNING;
+                let trips = self.source.running_trips();
+                *self.running.write().unwrap_or_else(|p| p.into_inner()) = trips;
+            }
+            let observed_at = self.start_utc + offset;
+            let Some(report) = self.source.report(offset, observed_at) else {
+                self.stats.no_report.add(1);
+                continue;
+            };
+            if let (Some(trip), Some(observed)) = (&report.trip, &report.observed_at) {
+                self.freshness
+                    .on_sent(trip, timestamp_to_ms(observed), intended);
+            }
+            let stream = &self.senders[next % self.senders.len()];
+            next = next.wrapping_add(1);
+            if stream.send(Outgoing { report, intended }).is_ok() {
+                self.stats.sent.add(1);
+            }
+        }
+    }
+}

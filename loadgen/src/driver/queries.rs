@@ -1,0 +1,102 @@
+//! Open-loop `GetOccupancy` traffic: riders looking up a running train.
+//!
+//! Queries arrive as a Poisson process at `--query-rate`, each in its own
+//! task so a slow answer never delays the next query; latency is measured
+//! from the intended query time.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use crowd_proto::pb::v1::occupancy_service_client::OccupancyServiceClient;
+use crowd_proto::pb::v1::{GetOccupancyRequest, TripRef};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+use super::arrivals::{Arrivals, Schedule};
+use super::stats::{Stats, code_name};
+
+/// A query slower than this counts as a `DeadlineExceeded` error.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The trains currently running in the simulation, refreshed by the
+/// generator, so queries ask about trains that exist.
+pub type RunningTrips = Arc<RwLock<Vec<TripRef>>>;
+
+/// When and how many queries to send.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryPlan {
+    /// Queries per second.
+    pub rate: f64,
+    pub duration: Duration,
+    pub seed: u64,
+    /// The start of the run; query times are offsets from it.
+    pub start: Instant,
+}
+
+/// Starts the query generator. It stops early when `stop` fires and waits
+/// for the queries in flight before ending.
+pub fn spawn(
+    channel: Channel,
+    trips: RunningTrips,
+    plan: QueryPlan,
+    stats: Arc<Stats>,
+    stop: CancellationToken,
+) -> anyhow::Result<JoinHandle<()>> {
+    let QueryPlan {
+        rate,
+        duration,
+        seed,
+        start,
+    } = plan;
+    let arrivals = Arrivals::new(Schedule::Constant(rate), duration, seed)?;
+    Ok(tokio::spawn(async move {
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x9e37_79b9);
+        let client = OccupancyServiceClient::new(channel);
+        let mut in_flight = Vec::new();
+        for offset in arrivals {
+            let intended = start + offset;
+            if stop
+                .run_until_cancelled(tokio::time::sleep_until(intended))
+                .await
+                .is_none()
+            {
+                break;
+            }
+            let trip = {
+                let trips = trips.read().unwrap_or_else(|p| p.into_inner());
+                if trips.is_empty() {
+                    continue;
+                }
+                trips[rng.random_range(0..trips.len())].clone()
+            };
+            in_flight.retain(|task: &JoinHandle<()>| !task.is_finished());
+            in_flight.push(tokio::spawn(query(
+                client.clone(),
+                trip,
+                intended,
+                stats.clone(),
+            )));
+        }
+        for task in in_flight {
+            let _ = task.await;
+        }
+    }))
+}
+
+async fn query(
+    mut client: OccupancyServiceClient<Channel>,
+    trip: TripRef,
+    intended: Instant,
+    stats: Arc<Stats>,
+) {
+    let request = GetOccupancyRequest { trips: vec![trip] };
+    match tokio::time::timeout(QUERY_TIMEOUT, client.get_occupancy(request)).await {
+        Ok(Ok(_)) => stats.query_latency.record(intended.elapsed()),
+        Ok(Err(status)) => stats.query_errors.add(&code_name(&status)),
+        Err(_) => stats.query_errors.add("DeadlineExceeded"),
+    }
+}

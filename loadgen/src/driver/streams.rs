@@ -1,0 +1,191 @@
+//! One long-lived `StreamReports` call per simulated client.
+//!
+//! A stream task forwards the reports the generator hands it and matches the
+//! acks coming back (one per report, in order) against the reports in
+//! flight, recording ack latency from each report's *intended* send time. A
+//! failed call is counted by gRPC code, its reports in flight are counted as
+//! unacknowledged, and the stream is reopened: one bad stream must not end
+//! the run.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crowd_proto::pb::v1::report_service_client::ReportServiceClient;
+use crowd_proto::pb::v1::{AckStatus, CrowdingReport, ReportAck};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+use super::stats::{Stats, code_name};
+
+/// Pause before reopening a failed stream, so a server that is down is not
+/// hammered by thousands of reconnecting streams.
+const REOPEN_BACKOFF: Duration = Duration::from_millis(200);
+
+/// How long a finished stream waits for the server to close its side.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// A report and the moment the schedule meant it to be sent.
+#[derive(Debug)]
+pub struct Outgoing {
+    pub report: CrowdingReport,
+    pub intended: Instant,
+}
+
+/// Starts a stream task. It ends when `input` is closed and every report is
+/// acknowledged, or when `stop` fires (remaining reports count as unacked).
+pub fn spawn(
+    channel: Channel,
+    input: mpsc::UnboundedReceiver<Outgoing>,
+    stats: Arc<Stats>,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut stream = StreamTask {
+            client: ReportServiceClient::new(channel),
+            input,
+            input_open: true,
+            pending: VecDeque::new(),
+            stats,
+        };
+        stop.run_until_cancelled(stream.run()).await;
+        stream.give_up();
+    })
+}
+
+/// What one stream task owns.
+struct StreamTask {
+    client: ReportServiceClient<Channel>,
+    input: mpsc::UnboundedReceiver<Outgoing>,
+    /// False once the generator is done with this stream.
+    input_open: bool,
+    /// Reports sent on the current call and not yet acknowledged, oldest
+    /// first: ids and intended send times.
+    pending: VecDeque<(String, Instant)>,
+    stats: Arc<Stats>,
+}
+
+impl StreamTask {
+    async fn run(&mut self) {
+        while self.input_open || !self.pending.is_empty() {
+            if let Err(status) = self.call().await {
+                self.stats.stream_errors.add(&code_name(&status));
+                self.give_up();
+                tokio::time::sleep(REOPEN_BACKOFF).await;
+            }
+        }
+    }
+
+    /// One `StreamReports` call, until the input is drained (`Ok`) or the
+    /// call fails.
+    async fn call(&mut self) -> Result<(), tonic::Status> {
+        let (requests, outbound) = mpsc::unbounded_channel();
+        // Unbounded on purpose: the generator's pace is the load, and waiting
+        // here while acks pile up could deadlock both directions of the call.
+        let mut requests = Some(requests);
+        let mut acks = self
+            .client
+            .stream_reports(UnboundedReceiverStream::new(outbound))
+            .await?
+            .into_inner();
+        loop {
+            if !self.input_open && self.pending.is_empty() {
+                // Half-close and let the server end the call cleanly.
+                drop(requests.take());
+                let _ = tokio::time::timeout(CLOSE_GRACE, acks.next()).await;
+                return Ok(());
+            }
+            tokio::select! {
+                next = self.input.recv(), if self.input_open => match next {
+                    Some(out) => {
+                        self.pending.push_back((out.report.report_id.clone(), out.intended));
+                        if let Some(requests) = &requests {
+                            // The receiver lives in the call: a send error means
+                            // the call is over and `acks` will say why.
+                            let _ = requests.send(out.report);
+                        }
+                    }
+                    None => self.input_open = false,
+                },
+                ack = acks.next() => match ack {
+                    Some(Ok(ack)) => self.on_ack(ack),
+                    Some(Err(status)) => return Err(status),
+                    None => {
+                        return Err(tonic::Status::aborted(
+                            "server ended the stream with reports in flight",
+                        ));
+                    }
+                },
+            }
+        }
+    }
+
+    fn on_ack(&mut self, ack: ReportAck) {
+        let position = match self.pending.front() {
+            Some((id, _)) if *id == ack.report_id => Some(0),
+            _ => self.pending.iter().position(|(id, _)| *id == ack.report_id),
+        };
+        let Some(position) = position else {
+            self.stats.out_of_order_acks.add(1);
+            return;
+        };
+        if position > 0 {
+            self.stats.out_of_order_acks.add(1);
+        }
+        let Some((_, intended)) = self.pending.remove(position) else {
+            return;
+        };
+        let latency = intended.elapsed();
+        self.stats.ack_latency.record(latency);
+        self.stats.ack_latency_interval.record(latency);
+        match AckStatus::try_from(ack.status) {
+            Ok(AckStatus::Accepted) => self.stats.accepted.add(1),
+            Ok(AckStatus::Duplicate) => self.stats.duplicate.add(1),
+            Ok(AckStatus::Rejected) => {
+                self.stats.rejected.add(1);
+                self.stats.reject_reasons.add(reason_category(&ack.reason));
+            }
+            _ => {
+                self.stats.rejected.add(1);
+                self.stats.reject_reasons.add("(unspecified ack status)");
+            }
+        }
+    }
+
+    /// Counts every report in flight as never acknowledged.
+    fn give_up(&mut self) {
+        self.stats.unacked.add(self.pending.len() as u64);
+        self.pending.clear();
+    }
+}
+
+/// The field part of a reject reason (`"carriage_sequence: 40 > 32"` →
+/// `"carriage_sequence"`), so that reasons group by cause, not by value.
+pub fn reason_category(reason: &str) -> &str {
+    match reason.split_once(':') {
+        Some((field, _)) if !field.trim().is_empty() => field.trim(),
+        _ if reason.trim().is_empty() => "(no reason)",
+        _ => reason.trim(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_group_by_field() {
+        assert_eq!(
+            reason_category("carriage_sequence: 40 > 32"),
+            "carriage_sequence"
+        );
+        assert_eq!(reason_category("rate limited"), "rate limited");
+        assert_eq!(reason_category(""), "(no reason)");
+        assert_eq!(reason_category(": odd"), ": odd");
+    }
+}

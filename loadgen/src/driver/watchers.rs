@@ -1,0 +1,250 @@
+//! `WatchOccupancy` subscribers measuring freshness: how long from the
+//! intended send time of a report until a watcher sees an estimate of that
+//! train whose `newest_report_at` covers the report.
+//!
+//! The generator notes every report on a watched train in [`Freshness`];
+//! watchers resolve those notes as updates arrive. Notes are resolved in
+//! observation order, so one update that covers many reports records the
+//! freshness of each.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crowd_proto::codec::timestamp_to_ms;
+use crowd_proto::pb::v1::occupancy_service_client::OccupancyServiceClient;
+use crowd_proto::pb::v1::{OccupancyEstimate, TripRef, WatchOccupancyRequest};
+use futures::StreamExt;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+use super::stats::{Latency, Stats, code_name};
+
+/// Reports remembered per watched train; older notes are dropped (and
+/// counted unresolved) beyond this, bounding memory when updates never come.
+const MAX_PENDING_PER_TRIP: usize = 100_000;
+
+/// Pause before resubscribing after a failed watch.
+const RESUBSCRIBE_BACKOFF: Duration = Duration::from_millis(200);
+
+/// `(trip_id, start_date)`: the identity of a train run.
+pub type TripKey = (String, String);
+
+pub fn trip_key(trip: &TripRef) -> TripKey {
+    (trip.trip_id.clone(), trip.start_date.clone())
+}
+
+/// Reports on watched trains not yet seen in an update.
+#[derive(Debug, Default)]
+pub struct Freshness {
+    /// Per watched train: `(observed_at ms, intended send time)`, in send order.
+    pending: Mutex<HashMap<TripKey, VecDeque<(i64, Instant)>>>,
+    /// Notes dropped because a train had too many outstanding.
+    dropped: Mutex<u64>,
+}
+
+impl Freshness {
+    /// Starts tracking these trains.
+    pub fn watch(&self, trips: &[TripRef]) {
+        let mut pending = self.lock();
+        for trip in trips {
+            pending.entry(trip_key(trip)).or_default();
+        }
+    }
+
+    /// Notes a report sent on `trip`, if it is watched.
+    pub fn on_sent(&self, trip: &TripRef, observed_at_ms: i64, intended: Instant) {
+        let mut pending = self.lock();
+        // Look up by reference first: most reports are on unwatched trains.
+        let Some(queue) = pending
+            .iter_mut()
+            .find(|((id, date), _)| *id == trip.trip_id && *date == trip.start_date)
+            .map(|(_, queue)| queue)
+        else {
+            return;
+        };
+        if queue.len() >= MAX_PENDING_PER_TRIP {
+            queue.pop_front();
+            *self.dropped.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        }
+        queue.push_back((observed_at_ms, intended));
+    }
+
+    /// Resolves every note on this estimate's train observed at or before
+    /// its newest report, recording each one's freshness as of `now`.
+    pub fn on_update(&self, estimate: &OccupancyEstimate, now: Instant, into: &Latency) -> usize {
+        let Some(trip) = &estimate.trip else {
+            return 0;
+        };
+        let Some(covered) = newest_report_ms(estimate) else {
+            return 0;
+        };
+        let mut pending = self.lock();
+        let Some(queue) = pending.get_mut(&trip_key(trip)) else {
+            return 0;
+        };
+        let before = queue.len();
+        queue.retain(|(observed, intended)| {
+            let resolved = *observed <= covered;
+            if resolved {
+                into.record(now.saturating_duration_since(*intended));
+            }
+            !resolved
+        });
+        before - queue.len()
+    }
+
+    /// Notes never resolved (including those dropped for space).
+    pub fn unresolved(&self) -> u64 {
+        let waiting: usize = self.lock().values().map(VecDeque::len).sum();
+        waiting as u64 + *self.dropped.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TripKey, VecDeque<(i64, Instant)>>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The newest report an estimate accounts for: the train-level
+/// `newest_report_at`, or the newest of its cars'.
+fn newest_report_ms(estimate: &OccupancyEstimate) -> Option<i64> {
+    let train = estimate.newest_report_at.as_ref().map(timestamp_to_ms);
+    let cars = estimate
+        .cars
+        .iter()
+        .filter_map(|car| car.newest_report_at.as_ref().map(timestamp_to_ms));
+    train.into_iter().chain(cars).max()
+}
+
+/// Spreads `trips` over `watchers` subscribers, `per_watcher` each
+/// (round-robin, so with few trips several watchers share a train).
+pub fn assign(trips: &[TripRef], watchers: usize, per_watcher: usize) -> Vec<Vec<TripRef>> {
+    if trips.is_empty() {
+        return vec![Vec::new(); watchers];
+    }
+    (0..watchers)
+        .map(|w| {
+            (0..per_watcher.min(trips.len()))
+                .map(|i| trips[(w * per_watcher + i) % trips.len()].clone())
+                .collect()
+        })
+        .collect()
+}
+
+/// Starts one watcher on `trips`; it resubscribes after errors until `stop`.
+pub fn spawn(
+    channel: Channel,
+    trips: Vec<TripRef>,
+    freshness: Arc<Freshness>,
+    stats: Arc<Stats>,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut client = OccupancyServiceClient::new(channel);
+        let watch = async {
+            loop {
+                let request = WatchOccupancyRequest {
+                    trips: trips.clone(),
+                    route_id: String::new(),
+                };
+                match client.watch_occupancy(request).await {
+                    Ok(response) => {
+                        let mut updates = response.into_inner();
+                        while let Some(update) = updates.next().await {
+                            match update {
+                                Ok(estimate) => {
+                                    freshness.on_update(
+                                        &estimate,
+                                        Instant::now(),
+                                        &stats.freshness,
+                                    );
+                                }
+                                Err(status) => {
+                                    stats.watch_errors.add(&code_name(&status));
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    Err(status) => stats.watch_errors.add(&code_name(&status)),
+                }
+                tokio::time::sleep(RESUBSCRIBE_BACKOFF).await;
+            }
+        };
+        stop.run_until_cancelled(watch).await;
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crowd_proto::codec::timestamp_from_ms;
+
+    fn trip(id: &str) -> TripRef {
+        TripRef {
+            trip_id: id.into(),
+            start_date: "20261126".into(),
+            route_id: "B".into(),
+        }
+    }
+
+    fn estimate(id: &str, newest_ms: i64) -> OccupancyEstimate {
+        OccupancyEstimate {
+            trip: Some(trip(id)),
+            newest_report_at: Some(timestamp_from_ms(newest_ms)),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_update_resolves_the_reports_it_covers() {
+        let freshness = Freshness::default();
+        freshness.watch(&[trip("A")]);
+        let t0 = Instant::now();
+        freshness.on_sent(&trip("A"), 1_000, t0);
+        freshness.on_sent(&trip("A"), 2_000, t0 + Duration::from_millis(10));
+        freshness.on_sent(&trip("B"), 1_000, t0);
+        let latency = Latency::default();
+        let now = t0 + Duration::from_millis(50);
+        assert_eq!(freshness.on_update(&estimate("A", 1_500), now, &latency), 1);
+        assert_eq!(
+            freshness.unresolved(),
+            1,
+            "B is not watched, 2_000 not covered"
+        );
+        assert_eq!(freshness.on_update(&estimate("B", 9_000), now, &latency), 0);
+        assert_eq!(freshness.on_update(&estimate("A", 2_000), now, &latency), 1);
+        let summary = latency.summary();
+        assert_eq!(summary.count, 2);
+        assert!((summary.max_ms - 50.0).abs() < 0.1, "{summary:?}");
+        assert!((summary.p50_ms - 40.0).abs() < 0.1, "{summary:?}");
+        assert_eq!(freshness.unresolved(), 0);
+    }
+
+    #[test]
+    fn car_timestamps_count_when_the_train_has_none() {
+        let mut e = OccupancyEstimate {
+            trip: Some(trip("A")),
+            ..Default::default()
+        };
+        assert_eq!(newest_report_ms(&e), None);
+        e.cars.push(crowd_proto::pb::v1::CarEstimate {
+            newest_report_at: Some(timestamp_from_ms(77)),
+            ..Default::default()
+        });
+        assert_eq!(newest_report_ms(&e), Some(77));
+    }
+
+    #[test]
+    fn trips_are_spread_round_robin() {
+        let trips = [trip("A"), trip("B"), trip("C")];
+        let assigned = assign(&trips, 2, 2);
+        let ids = |v: &Vec<TripRef>| v.iter().map(|t| t.trip_id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&assigned[0]), ["A", "B"]);
+        assert_eq!(ids(&assigned[1]), ["C", "A"]);
+        assert_eq!(assign(&[], 3, 2), vec![Vec::<TripRef>::new(); 3]);
+        assert_eq!(assign(&trips[..1], 1, 4)[0].len(), 1);
+    }
+}

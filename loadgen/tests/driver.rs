@@ -1,0 +1,126 @@
+//! The load driver against the real stack: a private redis-server, the
+//! server and the aggregator in-process.
+
+use std::time::{Duration, Instant};
+
+use crowd_loadgen::driver::{self, RunArgs};
+use crowd_loadgen::stack::{Stack, StackOptions};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_run_is_acked_fresh_queried_scored_and_written() {
+    let stack = Stack::start(StackOptions::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("run.json");
+    let target = stack.grpc_url();
+    let json_arg = json.display().to_string();
+    let args = RunArgs::from_flags([
+        "--target",
+        target.as_str(),
+        "--rate",
+        "200",
+        "--duration",
+        "3s",
+        "--streams",
+        "50",
+        "--watchers",
+        "2",
+        "--query-rate",
+        "20",
+        "--score-every",
+        "1s",
+        "--scenario",
+        "honest",
+        "--sim-start",
+        "08:00",
+        "--quiet",
+        "--json",
+        json_arg.as_str(),
+        "--max-late-fraction",
+        "0.05",
+        "--max-lag-p99-ms",
+        "200",
+        "--max-errors",
+        "0",
+    ])
+    .unwrap();
+    let summary = driver::run(args).await.unwrap();
+    stack.shutdown().await.unwrap();
+    println!("{summary}");
+
+    assert!(summary.valid, "{:?}", summary.invalid_reasons);
+    assert!(summary.sent > 300, "sent only {}", summary.sent);
+    assert_eq!(summary.accepted, summary.sent, "{summary}");
+    assert_eq!(summary.rejected + summary.duplicate + summary.unacked, 0);
+    assert!(
+        summary.stream_errors.is_empty(),
+        "{:?}",
+        summary.stream_errors
+    );
+    assert_eq!(summary.ack_latency.count, summary.sent);
+    assert!(
+        summary.freshness.count > 0,
+        "no freshness sample: {summary}"
+    );
+    assert!(summary.queries.count > 0, "no query sample: {summary}");
+    let accuracy = summary.accuracy.as_ref().expect("accuracy measured");
+    assert!(accuracy.coverage > 0.0, "{summary}");
+    assert!(summary.passed(), "{:?}", summary.failures);
+
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(written["sent"], summary.sent);
+    assert_eq!(written["config"]["streams"], 50);
+    assert_eq!(written["version"], env!("CARGO_PKG_VERSION"));
+    assert!(written["ack_latency"]["p99_ms"].as_f64().unwrap() > 0.0);
+}
+
+#[tokio::test]
+async fn an_unreachable_target_fails_fast() {
+    // Bind then drop: a local port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let target = format!("http://127.0.0.1:{port}");
+    let args = RunArgs::from_flags(["--target", target.as_str(), "--quiet"]).unwrap();
+    let began = Instant::now();
+    let error = driver::run(args).await.unwrap_err();
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        began.elapsed()
+    );
+    assert!(error.to_string().contains("cannot connect"), "{error:#}");
+}
+
+#[tokio::test]
+async fn an_unanswering_target_times_out_within_the_connect_timeout() {
+    // A listener that accepts TCP but never speaks HTTP/2.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = format!("http://{}", listener.local_addr().unwrap());
+    let args = RunArgs::from_flags([
+        "--target",
+        target.as_str(),
+        "--connect-timeout",
+        "1s",
+        "--quiet",
+    ])
+    .unwrap();
+    let began = Instant::now();
+    let error = driver::run(args).await.unwrap_err();
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        began.elapsed()
+    );
+    assert!(error.to_string().contains("cannot connect"), "{error:#}");
+    drop(listener);
+}
+
+#[tokio::test]
+async fn rate_zero_is_refused_before_connecting() {
+    let args = RunArgs::from_flags(["--rate", "0", "--target", "http://127.0.0.1:9"]).unwrap();
+    let error = format!("{:#}", driver::run(args).await.unwrap_err());
+    assert!(error.contains("rate must be greater than 0"), "{error}");
+}
