@@ -29,6 +29,14 @@ use std::future::Future;
 pub use config::{Config, FaultInjection};
 pub use error::AggregatorError;
 
+/// Decodes a committed train state (`crowd:{k}:state:<trip>`), for tools and
+/// tests that audit what the aggregator counted.
+pub fn decode_train_state(
+    bytes: &[u8],
+) -> Result<crowd_proto::pb::store::TrainState, prost::DecodeError> {
+    <crowd_proto::pb::store::TrainState as prost::Message>::decode(bytes)
+}
+
 /// Runs the aggregator until `shutdown` completes, then commits the batch in
 /// hand, releases its leases and returns.
 ///

@@ -1,1 +1,367 @@
-//! aggregation tests.
+//! The aggregator against a real Redis: reports appended to the partition
+//! streams become published estimates, exactly once, across a crash.
+
+use std::time::{Duration, Instant};
+
+use crowd_aggregator::{AggregatorError, Config, decode_train_state, run};
+use crowd_loadgen::redis_process::RedisServer;
+use crowd_proto::codec::{decode_estimate, encode_report};
+use crowd_proto::domain::{Position, Report, TripKey};
+use crowd_proto::layout::{GROUP, Layout, REPORT_FIELD};
+use crowd_proto::level::Level;
+use crowd_proto::pb::store::TrainState;
+use crowd_proto::pb::v1::OccupancyEstimate;
+use redis::aio::MultiplexedConnection;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+const PARTITIONS: u16 = 4;
+
+fn layout() -> Layout {
+    Layout::new(PARTITIONS)
+}
+
+fn trip(trip_id: &str) -> TripKey {
+    TripKey {
+        trip_id: trip_id.into(),
+        start_date: chrono::Utc::now().format("%Y%m%d").to_string(),
+    }
+}
+
+/// A report observed a second ago.
+fn stored(id: &str, device: u64, trip: &TripKey, car: u32, level: Level) -> Report {
+    Report {
+        report_id: id.into(),
+        device,
+        trip: trip.clone(),
+        route_id: "B".into(),
+        carriage_sequence: car,
+        level,
+        occupancy_percentage: None,
+        observed_at: chrono::Utc::now() - chrono::Duration::seconds(1),
+        position: None,
+        stop_id: String::new(),
+    }
+}
+
+/// Appends a report to its partition's stream, as the server does.
+async fn append(con: &mut MultiplexedConnection, report: &Report) {
+    append_all(con, std::slice::from_ref(report)).await;
+}
+
+/// Appends reports in one MULTI/EXEC, so a reader sees all of them or none.
+async fn append_all(con: &mut MultiplexedConnection, reports: &[Report]) {
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for report in reports {
+        pipe.cmd("XADD")
+            .arg(layout().reports(layout().partition_of(&report.trip)))
+            .arg("*")
+            .arg(REPORT_FIELD)
+            .arg(encode_report(report, chrono::Utc::now()));
+    }
+    let _: Vec<String> = pipe.query_async(con).await.expect("XADD");
+}
+
+async fn connect(redis: &RedisServer) -> MultiplexedConnection {
+    redis::Client::open(redis.url())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect")
+}
+
+fn config(redis: &RedisServer, extra: &[&str]) -> Config {
+    let url = redis.url();
+    let partitions = PARTITIONS.to_string();
+    let mut args = vec![
+        "crowd-aggregator",
+        "--redis-url",
+        &url,
+        "--partitions",
+        &partitions,
+    ];
+    args.extend_from_slice(extra);
+    <Config as clap::Parser>::parse_from(args)
+}
+
+/// An in-process aggregator and the switch that stops it.
+struct Running {
+    stop: Option<oneshot::Sender<()>>,
+    handle: JoinHandle<Result<(), AggregatorError>>,
+}
+
+fn spawn(config: Config) -> Running {
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(run(config, async move {
+        let _ = rx.await;
+    }));
+    Running {
+        stop: Some(tx),
+        handle,
+    }
+}
+
+impl Running {
+    async fn shutdown(mut self) -> Result<(), AggregatorError> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        finish(self.handle).await
+    }
+}
+
+async fn finish(handle: JoinHandle<Result<(), AggregatorError>>) -> Result<(), AggregatorError> {
+    tokio::time::timeout(Duration::from_secs(10), handle)
+        .await
+        .expect("aggregator stops within 10 s")
+        .expect("aggregator task does not panic")
+}
+
+async fn get_bytes(con: &mut MultiplexedConnection, key: &str) -> Option<Vec<u8>> {
+    redis::cmd("GET")
+        .arg(key)
+        .query_async(con)
+        .await
+        .expect("GET")
+}
+
+async fn estimate_of(con: &mut MultiplexedConnection, t: &TripKey) -> Option<OccupancyEstimate> {
+    let key = layout().estimate(layout().partition_of(t), t);
+    get_bytes(con, &key)
+        .await
+        .map(|b| decode_estimate(&b).expect("a decodable estimate"))
+}
+
+async fn state_of(con: &mut MultiplexedConnection, t: &TripKey) -> Option<TrainState> {
+    let key = layout().state(layout().partition_of(t), t);
+    get_bytes(con, &key)
+        .await
+        .map(|b| decode_train_state(&b).expect("a decodable state"))
+}
+
+/// Polls until `done` holds for the train's state, or fails after `timeout`.
+async fn wait_for_state(
+    con: &mut MultiplexedConnection,
+    t: &TripKey,
+    timeout: Duration,
+    done: impl Fn(&TrainState) -> bool,
+) -> TrainState {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let state = state_of(con, t).await;
+        match state {
+            Some(s) if done(&s) => return s,
+            other if Instant::now() >= deadline => {
+                panic!("state of {t} not reached within {timeout:?}: {other:?}")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// Entries of the partition's reports stream delivered but not acknowledged.
+async fn pending(con: &mut MultiplexedConnection, t: &TripKey) -> i64 {
+    let key = layout().reports(layout().partition_of(t));
+    let summary: redis::Value = redis::cmd("XPENDING")
+        .arg(key)
+        .arg(GROUP)
+        .query_async(con)
+        .await
+        .expect("XPENDING");
+    match summary {
+        redis::Value::Array(items) => match items.first() {
+            Some(redis::Value::Int(n)) => *n,
+            other => panic!("unexpected XPENDING count {other:?}"),
+        },
+        other => panic!("unexpected XPENDING reply {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn reports_become_published_estimates() {
+    let redis = RedisServer::start();
+    let mut con = connect(&redis).await;
+    let busy = trip("AGG-BUSY");
+    let quiet = trip("AGG-QUIET");
+    for (i, device) in [1u64, 2, 3].into_iter().enumerate() {
+        append(
+            &mut con,
+            &stored(&format!("b{i}"), device, &busy, 1, Level::Full),
+        )
+        .await;
+    }
+    append(&mut con, &stored("b9", 4, &busy, 2, Level::FewSeats)).await;
+    let mut located = stored("q1", 5, &quiet, 0, Level::Empty);
+    located.position = Some(Position {
+        latitude: 48.85,
+        longitude: 2.35,
+        accuracy_m: 10.0,
+    });
+    append(&mut con, &located).await;
+
+    let aggregator = spawn(config(&redis, &[]));
+    wait_for_state(&mut con, &busy, Duration::from_secs(5), |s| {
+        s.reports_counted == 4
+    })
+    .await;
+    wait_for_state(&mut con, &quiet, Duration::from_secs(5), |s| {
+        s.reports_counted == 1
+    })
+    .await;
+
+    let est = estimate_of(&mut con, &busy).await.expect("busy estimate");
+    assert_eq!(est.level, Level::Full.number());
+    assert_eq!(est.reporters, 4);
+    let cars: Vec<(u32, i32, u32)> = est
+        .cars
+        .iter()
+        .map(|c| (c.carriage_sequence, c.level, c.reporters))
+        .collect();
+    assert_eq!(
+        cars,
+        vec![
+            (1, Level::Full.number(), 3),
+            (2, Level::FewSeats.number(), 1)
+        ]
+    );
+    assert_eq!(est.trip.as_ref().map(|t| t.route_id.as_str()), Some("B"));
+
+    let est = estimate_of(&mut con, &quiet).await.expect("quiet estimate");
+    assert_eq!(est.level, Level::Empty.number());
+    assert_eq!(est.reporters, 1);
+    assert!(est.cars.is_empty(), "car 0 is the whole train: {est:?}");
+    let position = est.position.expect("a position");
+    assert_eq!((position.latitude, position.longitude), (48.85, 2.35));
+
+    // Indexes and the updates stream follow the estimates.
+    let k = layout().partition_of(&quiet);
+    let near: Vec<String> = redis::cmd("GEOSEARCH")
+        .arg(layout().geo(k))
+        .arg("FROMLONLAT")
+        .arg(2.35)
+        .arg(48.85)
+        .arg("BYRADIUS")
+        .arg(1)
+        .arg("km")
+        .query_async(&mut con)
+        .await
+        .expect("GEOSEARCH");
+    assert_eq!(near, vec![quiet.canonical()]);
+    for t in [&busy, &quiet] {
+        let k = layout().partition_of(t);
+        let updates: i64 = redis::cmd("XLEN")
+            .arg(layout().updates(k))
+            .query_async(&mut con)
+            .await
+            .expect("XLEN");
+        assert!(updates >= 1, "no update for {t}");
+        let score: Option<f64> = redis::cmd("ZSCORE")
+            .arg(layout().trains(k))
+            .arg(t.canonical())
+            .query_async(&mut con)
+            .await
+            .expect("ZSCORE");
+        assert!(score.is_some(), "{t} missing from the trains index");
+        assert_eq!(pending(&mut con, t).await, 0);
+    }
+
+    aggregator.shutdown().await.expect("clean shutdown");
+    // Leases are handed back on shutdown.
+    for k in layout().all() {
+        let lease: Option<String> = redis::cmd("GET")
+            .arg(layout().lease(k))
+            .query_async(&mut con)
+            .await
+            .expect("GET lease");
+        assert_eq!(lease, None, "lease of partition {k} kept after shutdown");
+    }
+}
+
+#[tokio::test]
+async fn every_report_counts_exactly_once_across_a_crash() {
+    let redis = RedisServer::start();
+    let mut con = connect(&redis).await;
+    let t = trip("AGG-CRASH");
+
+    // Batch 1: committed before the crash.
+    for device in 1..=3u64 {
+        append(
+            &mut con,
+            &stored(&format!("a{device}"), device, &t, 1, Level::StandingRoom),
+        )
+        .await;
+    }
+    let mut crashing = config(&redis, &["--lease-ttl-ms", "1000"]);
+    crashing.faults.crash_before_commit_of_batch = Some(2);
+    let first = spawn(crashing);
+    wait_for_state(&mut con, &t, Duration::from_secs(5), |s| {
+        s.reports_counted == 3
+    })
+    .await;
+
+    // Batch 2: read and applied, never committed.
+    let batch2: Vec<Report> = (4..=5u64)
+        .map(|device| stored(&format!("a{device}"), device, &t, 2, Level::StandingRoom))
+        .collect();
+    append_all(&mut con, &batch2).await;
+    let result = finish(first.handle).await;
+    assert!(
+        matches!(result, Err(AggregatorError::InjectedCrash)),
+        "{result:?}"
+    );
+    let state = state_of(&mut con, &t).await.expect("committed state");
+    assert_eq!(state.reports_counted, 3, "the crashed batch must not count");
+    assert_eq!(pending(&mut con, &t).await, 2);
+
+    // More reports, including retries of a committed and of an uncommitted one.
+    append(&mut con, &stored("a6", 6, &t, 3, Level::StandingRoom)).await;
+    append(&mut con, &stored("a1", 1, &t, 1, Level::StandingRoom)).await;
+    append(&mut con, &stored("a4", 4, &t, 2, Level::StandingRoom)).await;
+
+    // A fresh aggregator takes over once the crashed one's lease lapses.
+    let second = spawn(config(&redis, &["--lease-ttl-ms", "1000"]));
+    wait_for_state(&mut con, &t, Duration::from_secs(8), |s| {
+        s.reports_counted >= 6
+    })
+    .await;
+    // Give a double count the time to show up.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let state = state_of(&mut con, &t).await.expect("state");
+    assert_eq!(state.reports_counted, 6);
+    let est = estimate_of(&mut con, &t).await.expect("estimate");
+    assert_eq!(est.reporters, 6);
+    assert_eq!(est.level, Level::StandingRoom.number());
+    assert_eq!(pending(&mut con, &t).await, 0);
+    second.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn a_report_id_sent_twice_counts_once() {
+    let redis = RedisServer::start();
+    let mut con = connect(&redis).await;
+    let t = trip("AGG-DUP");
+    let report = stored("dup", 1, &t, 1, Level::Crushed);
+    append(&mut con, &report).await;
+    append(&mut con, &report).await;
+    append(&mut con, &stored("other", 2, &t, 1, Level::Crushed)).await;
+
+    let aggregator = spawn(config(&redis, &[]));
+    wait_for_state(&mut con, &t, Duration::from_secs(5), |s| {
+        s.reports_counted >= 2
+    })
+    .await;
+
+    // The same id again in a later batch, then a new report to know it was read.
+    append(&mut con, &report).await;
+    append(&mut con, &stored("third", 3, &t, 1, Level::Crushed)).await;
+    let state = wait_for_state(&mut con, &t, Duration::from_secs(5), |s| {
+        s.observations.iter().any(|o| o.device == 3)
+    })
+    .await;
+    assert_eq!(state.reports_counted, 3);
+    let est = estimate_of(&mut con, &t).await.expect("estimate");
+    assert_eq!(est.reporters, 3);
+    assert_eq!(pending(&mut con, &t).await, 0);
+    aggregator.shutdown().await.expect("clean shutdown");
+}
