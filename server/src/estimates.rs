@@ -16,14 +16,18 @@ use crate::store::Store;
 /// Read access to published estimates.
 #[derive(Clone, Debug)]
 pub struct Estimates {
+    /// Shared, time-bounded Redis connection.
     pub store: Store,
+    /// Where the aggregator publishes.
     pub layout: Layout,
 }
 
 /// A train found by a geo search, with its distance from the center.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Nearby {
+    /// The train (member of the geo index).
     pub trip: TripKey,
+    /// Metres from the search center to its last known position.
     pub distance_m: f64,
 }
 

@@ -27,11 +27,12 @@ const INTERVAL: Duration = Duration::from_secs(1);
 pub struct RedisUp(Arc<AtomicBool>);
 
 impl RedisUp {
+    /// True when the last PING was answered in time.
     pub fn get(&self) -> bool {
         self.0.load(Ordering::Relaxed)
     }
 
-    fn set(&self, up: bool) {
+    pub(crate) fn set(&self, up: bool) {
         self.0.store(up, Ordering::Relaxed);
     }
 }

@@ -30,3 +30,39 @@ async fn healthz(State(up): State<RedisUp>) -> (StatusCode, &'static str) {
         (StatusCode::SERVICE_UNAVAILABLE, "redis unreachable\n")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn get_healthz(addr: std::net::SocketAddr) -> String {
+        let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+        socket
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut reply = String::new();
+        socket.read_to_string(&mut reply).await.unwrap();
+        reply
+    }
+
+    #[tokio::test]
+    async fn healthz_follows_redis_reachability() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = RedisUp::default();
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, up.clone(), shutdown.clone()));
+
+        let reply = get_healthz(addr).await;
+        assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
+        up.set(true);
+        let reply = get_healthz(addr).await;
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+        assert!(reply.ends_with("ok\n"), "{reply}");
+
+        shutdown.cancel();
+        server.await.unwrap().unwrap();
+    }
+}

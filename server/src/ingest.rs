@@ -33,8 +33,11 @@ use crate::writer::{WriteQueue, WriteResult};
 /// Settings of the ingest service.
 #[derive(Debug, Clone)]
 pub struct IngestConfig {
+    /// Bounds every report must respect.
     pub limits: Limits,
+    /// Partitioning and stream names.
     pub layout: Layout,
+    /// Keyed hash replacing device ids before they are stored.
     pub devices: DeviceHasher,
     /// Longest wait for a report's write outcome (queue wait + pipeline).
     pub ack_timeout: Duration,
@@ -77,6 +80,7 @@ enum Admission {
 }
 
 impl Ingest {
+    /// The service writing through `queue`; `shutdown` drains its streams.
     pub fn new(config: IngestConfig, queue: WriteQueue, shutdown: CancellationToken) -> Ingest {
         let recent = RecentIds::new(config.dedup_capacity);
         Ingest {
@@ -173,7 +177,8 @@ impl Inner {
     ) {
         let mut pending = FuturesOrdered::new();
         let mut reading = true;
-        let mut stopped_by_shutdown = false;
+        // How the stream ends once the pending acks are out; `None` = OK.
+        let mut end: Option<Status> = None;
         loop {
             if !reading && pending.is_empty() {
                 break;
@@ -182,8 +187,8 @@ impl Inner {
                 biased;
                 Some(result) = pending.next(), if !pending.is_empty() => {
                     let result: Result<ReportAck, Status> = result;
-                    let end = result.is_err();
-                    if tx.send(result).await.is_err() || end {
+                    let failed = result.is_err();
+                    if tx.send(result).await.is_err() || failed {
                         return;
                     }
                 }
@@ -196,24 +201,25 @@ impl Inner {
                         }
                         Ok(None) => reading = false,
                         Err(status) => {
+                            // E.g. an oversized message: say so after the
+                            // acks already owed.
                             tracing::debug!(%status, "report stream broke");
-                            return;
+                            reading = false;
+                            end = Some(status);
                         }
                     }
                 }
                 _ = self.shutdown.cancelled(), if reading => {
                     reading = false;
-                    stopped_by_shutdown = true;
+                    end = Some(Status::unavailable(
+                        "server shutting down; resend unacknowledged reports",
+                    ));
                 }
                 _ = tx.closed() => return,
             }
         }
-        if stopped_by_shutdown {
-            let _ = tx
-                .send(Err(Status::unavailable(
-                    "server shutting down; resend unacknowledged reports",
-                )))
-                .await;
+        if let Some(status) = end {
+            let _ = tx.send(Err(status)).await;
         }
     }
 }

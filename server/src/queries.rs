@@ -28,7 +28,9 @@ pub const MAX_NEARBY_LIMIT: u32 = 200;
 /// The `OccupancyService` implementation.
 #[derive(Debug, Clone)]
 pub struct Queries {
+    /// Reads of published estimates.
     pub estimates: Estimates,
+    /// The process-wide tail of estimate changes.
     pub hub: Hub,
     /// Most trips one request may name.
     pub max_trips: usize,

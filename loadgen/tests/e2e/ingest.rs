@@ -574,3 +574,25 @@ async fn shutdown_acks_in_flight_reports_and_ends_open_streams() {
     let took = stopping.await.unwrap();
     assert!(took < Duration::from_secs(10), "shutdown took {took:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_message_ends_the_stream_with_a_status_after_owed_acks() {
+    let redis = RedisServer::start();
+    let server = TestServer::start(&redis.url()).await;
+    let mut client = server.reports().await;
+    let mut stream = ReportStream::open(&mut client).await;
+    stream.send(good("fits")).await;
+    let mut huge = good("huge");
+    huge.stop_id = "S".repeat(server.config.max_message_bytes + 1);
+    stream.send(huge).await;
+
+    let ack = stream.next().await.unwrap();
+    assert_eq!(
+        (ack.report_id.as_str(), status(&ack)),
+        ("fits", AckStatus::Accepted)
+    );
+    let err = stream.next().await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::OutOfRange, "{err}");
+    assert!(err.message().contains("too large"), "{err}");
+    server.stop().await;
+}

@@ -2,7 +2,7 @@
 //! a private Redis exactly as the aggregator publishes them, then read back
 //! with GetOccupancy, WatchOccupancy and SearchNearby.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use tonic::Streaming;
@@ -401,6 +401,52 @@ async fn invalid_query_arguments_name_the_field() {
     ];
     for (request, prefix) in cases {
         invalid(client.search_nearby(request).await.unwrap_err(), prefix);
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_survives_a_redis_restart() {
+    let mut redis = RedisServer::start();
+    let server = TestServer::start(&redis.url()).await;
+    let layout = Layout::new(server.config.partitions);
+    let mut publisher = Publisher::new(&redis.url(), layout).await;
+    let first = estimate("T1", "B", CrowdingLevel::Empty, PARIS);
+    publisher.publish(&first).await;
+    let mut watch = client(&server)
+        .await
+        .watch_occupancy(WatchOccupancyRequest {
+            trips: vec![trip("T1")],
+            route_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next(&mut watch, UPDATE_WITHIN).await, first);
+
+    redis.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.restart().unwrap();
+    server
+        .wait_for_health(
+            crowd_server::health::protocol::health_check_response::ServingStatus::Serving,
+        )
+        .await;
+
+    // Publish until the tail has reconnected and the change arrives.
+    let later = estimate("T1", "B", CrowdingLevel::Full, PARIS);
+    let mut publisher = Publisher::new(&redis.url(), layout).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        publisher.publish(&later).await;
+        match tokio::time::timeout(Duration::from_millis(500), watch.message()).await {
+            Ok(message) => {
+                let got = message.expect("watch failed").expect("watch ended");
+                assert_eq!(got, later);
+                break;
+            }
+            Err(_) => assert!(Instant::now() < deadline, "no change after Redis came back"),
+        }
     }
     server.stop().await;
 }
