@@ -25,6 +25,10 @@ pub struct StackOptions {
     pub server_args: Vec<String>,
     /// Extra aggregator flags, e.g. `["--half-life-secs", "60"]`.
     pub aggregator_args: Vec<String>,
+    /// gRPC listen address; port 0 (any free port) when `None`.
+    pub grpc_addr: Option<SocketAddr>,
+    /// HTTP listen address; port 0 (any free port) when `None`.
+    pub http_addr: Option<SocketAddr>,
 }
 
 impl Default for StackOptions {
@@ -35,6 +39,8 @@ impl Default for StackOptions {
             aggregators: 1,
             server_args: Vec::new(),
             aggregator_args: Vec::new(),
+            grpc_addr: None,
+            http_addr: None,
         }
     }
 }
@@ -59,22 +65,23 @@ impl Stack {
         let (redis, redis_url) = match &options.redis_url {
             Some(url) => (None, url.clone()),
             None => {
-                let redis = tokio::task::spawn_blocking(|| {
-                    RedisServer::start_with(Default::default())
-                })
-                .await??;
+                let redis =
+                    tokio::task::spawn_blocking(|| RedisServer::start_with(Default::default()))
+                        .await??;
                 let url = redis.url();
                 (Some(redis), url)
             }
         };
         let stop = CancellationToken::new();
-        let grpc = TcpListener::bind("127.0.0.1:0").await?;
-        let http = TcpListener::bind("127.0.0.1:0").await?;
+        let grpc = bind(options.grpc_addr).await?;
+        let http = bind(options.http_addr).await?;
         let grpc_addr = grpc.local_addr()?;
         let http_addr = http.local_addr()?;
-        let server_config = crowd_server::Config::try_parse_from(
-            server_flags(&redis_url, options.partitions, &options.server_args),
-        )
+        let server_config = crowd_server::Config::try_parse_from(server_flags(
+            &redis_url,
+            options.partitions,
+            &options.server_args,
+        ))
         .context("server flags")?;
         let server = tokio::spawn(crowd_server::run(
             server_config,
@@ -103,8 +110,10 @@ impl Stack {
         let mut args = self.options.aggregator_args.clone();
         args.extend(extra.iter().map(|s| s.to_string()));
         let config = self.aggregator_config(&args)?;
-        self.aggregators
-            .push(tokio::spawn(crowd_aggregator::run(config, self.stop.clone().cancelled_owned())));
+        self.aggregators.push(tokio::spawn(crowd_aggregator::run(
+            config,
+            self.stop.clone().cancelled_owned(),
+        )));
         Ok(())
     }
 
@@ -153,6 +162,17 @@ impl Stack {
         server?;
         Ok(())
     }
+}
+
+/// Binds `addr`, or any free loopback port when it is `None` or taken.
+async fn bind(addr: Option<SocketAddr>) -> std::io::Result<TcpListener> {
+    if let Some(addr) = addr {
+        match TcpListener::bind(addr).await {
+            Ok(listener) => return Ok(listener),
+            Err(e) => tracing::warn!(%addr, error = %e, "address taken; using a free port"),
+        }
+    }
+    TcpListener::bind("127.0.0.1:0").await
 }
 
 fn server_flags(redis_url: &str, partitions: u16, extra: &[String]) -> Vec<String> {
