@@ -1,8 +1,9 @@
 //! Partition leases with fencing tokens.
 //!
-//! A lease is `crowd:{k}:lease = <token>` with a TTL. Tokens come from
-//! `INCR crowd:{k}:fence`, so every new owner holds a larger token than all
-//! previous ones; the batch commit checks the token, so an owner that lost its
+//! A lease is `crowd:{k}:lease = <instance>:<n>` with a TTL, where `n` comes
+//! from `INCR crowd:{k}:fence`: every new owner holds a token no previous
+//! owner held (the random instance id keeps this true even if Redis lost the
+//! counter). The batch commit checks the token, so an owner that lost its
 //! lease (paused, partitioned away) can never overwrite its successor's work.
 
 use std::time::Duration;
@@ -13,7 +14,7 @@ use redis::aio::ConnectionManager;
 /// Takes the lease if nobody holds it: returns the new token, or nil.
 const ACQUIRE: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
-local token = redis.call('INCR', KEYS[2])
+local token = ARGV[2] .. ':' .. redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], token, 'PX', ARGV[1])
 return token
 ";
@@ -40,6 +41,8 @@ pub(crate) struct Leases {
     renew: Script,
     release: Script,
     ttl_ms: u64,
+    /// Random id of this process, the first half of its tokens.
+    instance: String,
 }
 
 impl Leases {
@@ -49,6 +52,7 @@ impl Leases {
             renew: Script::new(RENEW),
             release: Script::new(RELEASE),
             ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+            instance: instance_id(),
         }
     }
 
@@ -59,14 +63,13 @@ impl Leases {
         lease_key: &str,
         fence_key: &str,
     ) -> redis::RedisResult<Option<String>> {
-        let token: Option<i64> = self
-            .acquire
+        self.acquire
             .key(lease_key)
             .key(fence_key)
             .arg(self.ttl_ms)
+            .arg(&self.instance)
             .invoke_async(con)
-            .await?;
-        Ok(token.map(|t| t.to_string()))
+            .await
     }
 
     /// Extends our lease; `false` when it is no longer ours.
@@ -101,4 +104,18 @@ impl Leases {
             .await?;
         Ok(())
     }
+}
+
+/// A random 64-bit id in hex, from the standard library's randomly keyed hasher.
+fn instance_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    h.write_u32(std::process::id());
+    format!("{:016x}", h.finish())
 }

@@ -365,3 +365,192 @@ async fn a_report_id_sent_twice_counts_once() {
     assert_eq!(pending(&mut con, &t).await, 0);
     aggregator.shutdown().await.expect("clean shutdown");
 }
+
+/// Polls `check` every 50 ms until it holds, or fails after `timeout`.
+async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what} not within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_fenced_owner_cannot_commit_and_its_successor_replays() {
+    let redis = RedisServer::start();
+    let mut con = connect(&redis).await;
+    let t = trip("AGG-FENCE");
+    let k = layout().partition_of(&t);
+    append(&mut con, &stored("f1", 1, &t, 1, Level::ManySeats)).await;
+    let aggregator = spawn(config(&redis, &["--lease-ttl-ms", "600"]));
+    wait_for_state(&mut con, &t, Duration::from_secs(5), |s| {
+        s.reports_counted == 1
+    })
+    .await;
+
+    // Someone else takes the partition: nothing more may be committed.
+    let _: () = redis::cmd("SET")
+        .arg(layout().lease(k))
+        .arg("intruder:1")
+        .query_async(&mut con)
+        .await
+        .expect("SET lease");
+    append(&mut con, &stored("f2", 2, &t, 1, Level::ManySeats)).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let state = state_of(&mut con, &t).await.expect("state");
+    assert_eq!(state.reports_counted, 1, "committed without the lease");
+
+    // The lease is free again: the aggregator takes it back and catches up.
+    let _: () = redis::cmd("DEL")
+        .arg(layout().lease(k))
+        .query_async(&mut con)
+        .await
+        .expect("DEL lease");
+    append(&mut con, &stored("f3", 3, &t, 1, Level::ManySeats)).await;
+    wait_for_state(&mut con, &t, Duration::from_secs(5), |s| {
+        s.reports_counted >= 3
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let state = state_of(&mut con, &t).await.expect("state");
+    assert_eq!(state.reports_counted, 3);
+    let lease: String = redis::cmd("GET")
+        .arg(layout().lease(k))
+        .query_async(&mut con)
+        .await
+        .expect("GET lease");
+    assert!(!lease.starts_with("intruder"), "{lease}");
+    assert_eq!(pending(&mut con, &t).await, 0);
+    aggregator.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn partitions_move_to_the_other_aggregator_without_loss_or_double_count() {
+    let redis = RedisServer::start();
+    let mut con = connect(&redis).await;
+    let trains: Vec<TripKey> = (0..8).map(|i| trip(&format!("AGG-HAND-{i}"))).collect();
+    let round1: Vec<Report> = trains
+        .iter()
+        .enumerate()
+        .map(|(i, t)| stored(&format!("h1-{i}"), 1, t, 1, Level::FewSeats))
+        .collect();
+    append_all(&mut con, &round1).await;
+
+    let args = ["--lease-ttl-ms", "900"];
+    let a = spawn(config(&redis, &args));
+    let b = spawn(config(&redis, &args));
+    for t in &trains {
+        wait_for_state(&mut con, t, Duration::from_secs(5), |s| {
+            s.reports_counted == 1
+        })
+        .await;
+    }
+
+    // One stops cleanly while reports keep coming; the other takes over.
+    let round2: Vec<Report> = trains
+        .iter()
+        .enumerate()
+        .map(|(i, t)| stored(&format!("h2-{i}"), 2, t, 2, Level::FewSeats))
+        .collect();
+    append_all(&mut con, &round2[..4]).await;
+    a.shutdown().await.expect("clean shutdown");
+    append_all(&mut con, &round2[4..]).await;
+    for t in &trains {
+        wait_for_state(&mut con, t, Duration::from_secs(5), |s| {
+            s.reports_counted >= 2
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for t in &trains {
+        let state = state_of(&mut con, t).await.expect("state");
+        assert_eq!(state.reports_counted, 2, "{t}");
+        let est = estimate_of(&mut con, t).await.expect("estimate");
+        assert_eq!(est.reporters, 2, "{t}");
+        assert_eq!(pending(&mut con, t).await, 0, "{t}");
+    }
+    b.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn undecodable_entries_are_acknowledged_and_skipped() {
+    let redis = RedisServer::start();
+    let mut con = connect(&redis).await;
+    let t = trip("AGG-GARBAGE");
+    let key = layout().reports(layout().partition_of(&t));
+    for (field, value) in [(REPORT_FIELD, &[0xffu8, 0xff, 0xff][..]), ("x", b"y")] {
+        let _: String = redis::cmd("XADD")
+            .arg(&key)
+            .arg("*")
+            .arg(field)
+            .arg(value)
+            .query_async(&mut con)
+            .await
+            .expect("XADD");
+    }
+    append(&mut con, &stored("ok", 1, &t, 1, Level::Empty)).await;
+
+    let aggregator = spawn(config(&redis, &[]));
+    wait_for_state(&mut con, &t, Duration::from_secs(5), |s| {
+        s.reports_counted == 1
+    })
+    .await;
+    eventually("no pending entry", Duration::from_secs(2), || {
+        let mut con = con.clone();
+        let t = t.clone();
+        async move { pending(&mut con, &t).await == 0 }
+    })
+    .await;
+    assert_eq!(
+        estimate_of(&mut con, &t).await.map(|e| e.level),
+        Some(Level::Empty.number())
+    );
+    aggregator.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn idle_trains_expire_from_estimates_and_indexes() {
+    let redis = RedisServer::start();
+    let mut con = connect(&redis).await;
+    let t = trip("AGG-IDLE");
+    let k = layout().partition_of(&t);
+    let mut report = stored("i1", 1, &t, 1, Level::Full);
+    report.position = Some(Position {
+        latitude: 45.76,
+        longitude: 4.83,
+        accuracy_m: 20.0,
+    });
+    append(&mut con, &report).await;
+
+    let aggregator = spawn(config(&redis, &["--train-idle-secs", "1"]));
+    eventually("an estimate", Duration::from_secs(5), || {
+        let mut con = con.clone();
+        let t = t.clone();
+        async move { estimate_of(&mut con, &t).await.is_some() }
+    })
+    .await;
+    eventually("expiry", Duration::from_secs(6), || {
+        let mut con = con.clone();
+        let t = t.clone();
+        async move {
+            let indexed: i64 = redis::pipe()
+                .cmd("ZCARD")
+                .arg(layout().trains(k))
+                .cmd("ZCARD")
+                .arg(layout().geo(k))
+                .query_async::<(i64, i64)>(&mut con)
+                .await
+                .map(|(a, b)| a + b)
+                .expect("ZCARD");
+            indexed == 0
+                && estimate_of(&mut con, &t).await.is_none()
+                && state_of(&mut con, &t).await.is_none()
+        }
+    })
+    .await;
+    aggregator.shutdown().await.expect("clean shutdown");
+}
