@@ -22,7 +22,7 @@ pub mod truth;
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, TimeDelta, Timelike, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta, Timelike, Utc};
 use crowd_proto::level::Level;
 use crowd_proto::pb::v1::{CrowdingReport, GeoPoint, TripRef};
 use rand::rngs::StdRng;
@@ -73,6 +73,9 @@ pub struct Simulation {
     days: BTreeMap<NaiveDate, Vec<TripRun>>,
     /// Runs in service at `now`: (day, index in that day's runs).
     running: Vec<(NaiveDate, usize)>,
+    /// Until when `running` holds: recomputing it for every report would
+    /// scan the whole day's timetable.
+    running_until: Option<NaiveDateTime>,
     /// Reports made so far: makes every report id unique.
     reports: u64,
     /// The swarm, when the scenario has one.
@@ -90,6 +93,7 @@ impl Simulation {
             now: None,
             days: BTreeMap::new(),
             running: Vec::new(),
+            running_until: None,
             reports: 0,
             swarm: SwarmState::default(),
         }
@@ -125,22 +129,9 @@ impl Simulation {
             return;
         }
         self.now = Some(t);
-        let today = t.date();
-        let yesterday = today.pred_opt().unwrap_or(today);
-        self.days.retain(|d, _| *d >= yesterday);
-        for day in [yesterday, today] {
-            self.ensure_day(day);
+        if self.running_until.is_none_or(|until| t >= until) {
+            self.find_running(t);
         }
-        self.running = self
-            .days
-            .iter()
-            .flat_map(|(d, runs)| {
-                runs.iter()
-                    .enumerate()
-                    .filter(|(_, r)| r.running_at(t))
-                    .map(|(i, _)| (*d, i))
-            })
-            .collect();
         self.maybe_start_swarm(t);
     }
 
@@ -239,10 +230,35 @@ impl Simulation {
         })
     }
 
+    /// Recomputes which runs are in service at `t`, and until when that
+    /// holds (the next start or end of a run, or midnight at the latest).
+    fn find_running(&mut self, t: NaiveDateTime) {
+        let today = t.date();
+        let yesterday = today.pred_opt().unwrap_or(today);
+        self.days.retain(|d, _| *d >= yesterday);
+        for day in [yesterday, today] {
+            self.ensure_day(day);
+        }
+        let mut until = today.succ_opt().unwrap_or(today).and_time(NaiveTime::MIN);
+        self.running.clear();
+        for (d, runs) in &self.days {
+            for (i, run) in runs.iter().enumerate() {
+                if run.running_at(t) {
+                    self.running.push((*d, i));
+                    until = until.min(run.end());
+                } else if run.start() > t {
+                    until = until.min(run.start());
+                }
+            }
+        }
+        self.running_until = Some(until);
+    }
+
     fn ensure_day(&mut self, date: NaiveDate) {
         if self.days.contains_key(&date) {
             return;
         }
+        self.running_until = None;
         let mut runs = Vec::new();
         for (li, line) in self.network.lines.iter().enumerate() {
             for dep in line.departures(date) {
