@@ -52,6 +52,14 @@ pub struct Config {
     #[arg(long, env = "CROWD_DEVICE_SECRET", default_value = DEV_DEVICE_SECRET, hide_default_value = true)]
     pub device_secret: String,
 
+    /// Sustained reports per minute one device may send; 0 disables the limit.
+    #[arg(long, env = "CROWD_DEVICE_RATE_PER_MIN", default_value_t = 60)]
+    pub device_rate_per_min: u32,
+
+    /// Reports one device may send at once after a quiet spell.
+    #[arg(long, env = "CROWD_DEVICE_BURST", default_value_t = 30)]
+    pub device_burst: u32,
+
     /// Reports waiting for the Redis writers; when full, clients get RESOURCE_EXHAUSTED.
     #[arg(long, env = "CROWD_WRITE_QUEUE", default_value_t = 8192)]
     pub write_queue: usize,

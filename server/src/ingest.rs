@@ -28,6 +28,7 @@ use crowd_proto::validate::{Limits, validate_report};
 
 use crate::dedup::RecentIds;
 use crate::error::StoreError;
+use crate::ratelimit::DeviceLimiter;
 use crate::writer::{WriteQueue, WriteResult};
 
 /// Settings of the ingest service.
@@ -45,7 +46,14 @@ pub struct IngestConfig {
     pub max_inflight: usize,
     /// Capacity of the recent report-id memory.
     pub dedup_capacity: usize,
+    /// Sustained reports per minute per device; 0 = unlimited.
+    pub device_rate_per_min: u32,
+    /// Reports per device at once.
+    pub device_burst: u32,
 }
+
+/// Most devices whose rate is tracked at once.
+const MAX_TRACKED_DEVICES: usize = 1_000_000;
 
 /// The `ReportService` implementation.
 #[derive(Debug, Clone)]
@@ -58,6 +66,8 @@ struct Inner {
     config: IngestConfig,
     queue: WriteQueue,
     recent: RecentIds,
+    /// `None` when device rates are not limited.
+    limiter: Option<DeviceLimiter>,
     /// Fires on server shutdown: streams stop reading and drain their acks.
     shutdown: CancellationToken,
 }
@@ -83,11 +93,19 @@ impl Ingest {
     /// The service writing through `queue`; `shutdown` drains its streams.
     pub fn new(config: IngestConfig, queue: WriteQueue, shutdown: CancellationToken) -> Ingest {
         let recent = RecentIds::new(config.dedup_capacity);
+        let limiter = (config.device_rate_per_min > 0).then(|| {
+            DeviceLimiter::new(
+                config.device_rate_per_min,
+                config.device_burst,
+                MAX_TRACKED_DEVICES,
+            )
+        });
         Ingest {
             inner: Arc::new(Inner {
                 config,
                 queue,
                 recent,
+                limiter,
                 shutdown,
             }),
         }
@@ -106,6 +124,17 @@ impl Inner {
                 return Admission::Ready(ack(&raw.report_id, AckStatus::Rejected, err.to_string()));
             }
         };
+        if let Some(limiter) = &self.limiter
+            && !limiter.allow(report.device, Instant::now())
+        {
+            metrics::counter!("crowd_server_reports_rejected_total", "reason" => "rate_limit")
+                .increment(1);
+            let reason = format!(
+                "device_id: more than {} reports per minute; slow down",
+                self.config.device_rate_per_min
+            );
+            return Admission::Ready(ack(&report.report_id, AckStatus::Rejected, reason));
+        }
         if !self.recent.claim(&report.report_id) {
             metrics::counter!("crowd_server_reports_duplicate_total").increment(1);
             return Admission::Ready(ack(&report.report_id, AckStatus::Duplicate, String::new()));

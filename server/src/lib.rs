@@ -6,7 +6,7 @@
 //! completes, so `main` and tests start the very same server.
 //!
 //! - [`config`]: flags and environment.
-//! - [`ingest`] + [`dedup`] + [`writer`]: the write path.
+//! - [`ingest`] + [`ratelimit`] + [`dedup`] + [`writer`]: the write path.
 //! - [`queries`] + [`estimates`] + [`watch`] + [`hub`]: the read path.
 //! - [`store`]: the Redis connection, every call bounded in time.
 //! - [`health`] + [`http`]: liveness for load balancers.
@@ -20,6 +20,7 @@ pub mod http;
 pub mod hub;
 pub mod ingest;
 pub mod queries;
+pub mod ratelimit;
 pub mod store;
 pub mod watch;
 pub mod writer;

@@ -82,6 +82,8 @@ pub async fn run(
             ack_timeout: config.redis_timeout() * 2,
             max_inflight: config.max_inflight_per_stream.max(1),
             dedup_capacity: config.dedup_capacity,
+            device_rate_per_min: config.device_rate_per_min,
+            device_burst: config.device_burst,
         },
         queue,
         token.clone(),

@@ -596,3 +596,45 @@ async fn an_oversized_message_ends_the_stream_with_a_status_after_owed_acks() {
     assert!(err.message().contains("too large"), "{err}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_device_is_limited_and_others_are_not() {
+    let redis = RedisServer::start();
+    let mut config = Config::for_redis(redis.url());
+    config.device_rate_per_min = 2;
+    config.device_burst = 3;
+    let server = TestServer::start_unchecked(config).await;
+    server.wait_for_health(ServingStatus::Serving).await;
+    let mut client = server.reports().await;
+    let mut stream = ReportStream::open(&mut client).await;
+    for i in 0..5 {
+        stream.send(good(&format!("flood-{i}"))).await;
+    }
+    let mut other = good("calm-1");
+    other.device_id = "device-2".into();
+    stream.send(other).await;
+
+    for i in 0..3 {
+        let ack = stream.next().await.unwrap();
+        assert_eq!(
+            (ack.report_id.clone(), status(&ack)),
+            (format!("flood-{i}"), AckStatus::Accepted)
+        );
+    }
+    for i in 3..5 {
+        let ack = stream.next().await.unwrap();
+        assert_eq!(ack.report_id, format!("flood-{i}"));
+        assert_eq!(status(&ack), AckStatus::Rejected);
+        assert_eq!(
+            ack.reason,
+            "device_id: more than 2 reports per minute; slow down"
+        );
+    }
+    let ack = stream.next().await.unwrap();
+    assert_eq!(
+        (ack.report_id.as_str(), status(&ack)),
+        ("calm-1", AckStatus::Accepted)
+    );
+    drop(stream);
+    server.stop().await;
+}
