@@ -185,12 +185,14 @@ impl Simulation {
         let car_weights: Vec<u64> = loads.iter().map(|&n| u64::from(n.max(1))).collect();
         let car = pick_weighted(&mut self.rng, &car_weights).unwrap_or(0);
 
-        // A device from the car's pool: the same slot is the same device all ride long.
+        // A device from the car's pool. The same slot is the same device all
+        // ride long, and on every day: commuters take the same train daily,
+        // so the service can learn whom to trust.
         let pool = ((f64::from(loads[car]) * self.scenario.app_share).ceil() as u64).max(1);
         let slot = self.rng.random_range(0..pool);
         let device_key = mix(
             mix(self.seed, hash_str(&run.trip_id)),
-            mix(date_key(date), (car as u64) << 32 | slot),
+            (car as u64) << 32 | slot,
         );
         let device_id = format!("d{device_key:016x}");
         let kind = self.scenario.kind_of(unit(mix(device_key, 1)));

@@ -246,6 +246,21 @@ fn default_reports_pass_validation_with_unique_ids() {
 }
 
 #[test]
+fn commuters_keep_their_device_from_day_to_day() {
+    let devices_on = |date: NaiveDate| {
+        let mut s = sim(Scenario::default(), 21);
+        let t = date.and_hms_opt(8, 5, 0).unwrap();
+        s.advance_to(t);
+        (0..400)
+            .map(|_| s.sample_report(wall(t)).unwrap().report.device_id)
+            .collect::<HashSet<_>>()
+    };
+    let today = devices_on(day());
+    let tomorrow = devices_on(day().succ_opt().unwrap());
+    assert!(today.intersection(&tomorrow).count() > today.len() / 4);
+}
+
+#[test]
 fn skewed_clocks_shift_observed_at() {
     let mut s = sim(Scenario::default(), 11);
     let t = at(8, 0);
