@@ -37,6 +37,8 @@ pub(crate) struct Train {
     pub(crate) state: TrainState,
     /// When we last committed this train (ms): drives the idle eviction.
     pub(crate) touched_ms: i64,
+    /// Whether an estimate of it is published now (refreshes keep it current).
+    pub(crate) published: bool,
 }
 
 impl Partition {

@@ -1,5 +1,6 @@
 //! The aggregator loop: keep leases, read owned partitions, fold reports into
-//! train states, commit each partition's batch atomically, expire idle trains.
+//! train states, commit each partition's batch atomically, refresh estimates
+//! that nobody reported on lately (so they fade), expire idle trains.
 //!
 //! Everything runs on one task, so a partition never has more than one batch
 //! in flight: at the start of every cycle, memory holds only committed state.
@@ -66,6 +67,7 @@ pub(crate) struct Worker {
     batches: u64,
     next_lease_at: Instant,
     next_sweep_at: Instant,
+    next_refresh_at: Instant,
     backoff: Backoff,
 }
 
@@ -108,6 +110,7 @@ impl Worker {
             batches: 0,
             next_lease_at: now,
             next_sweep_at: now,
+            next_refresh_at: now,
             backoff,
         }))
     }
@@ -138,6 +141,9 @@ impl Worker {
         }
         if Instant::now() >= self.next_sweep_at {
             self.sweep().await?;
+        }
+        if Instant::now() >= self.next_refresh_at {
+            self.refresh().await?;
         }
         self.ensure_groups().await?;
 
@@ -364,6 +370,7 @@ impl Worker {
                     trip,
                     state,
                     touched_ms: 0,
+                    published: false,
                 },
             );
         }
@@ -382,6 +389,7 @@ impl Worker {
             return Ok(());
         };
         let mut writes = Vec::with_capacity(touched.len());
+        let mut published = Vec::with_capacity(touched.len());
         for key in touched {
             let Some(train) = partition.trains.get_mut(key) else {
                 continue;
@@ -393,6 +401,7 @@ impl Worker {
                 .and_then(|e| e.position)
                 .map(|p| (p.longitude, p.latitude))
                 .filter(|(lon, lat)| indexable(*lon, *lat));
+            published.push((key, estimate.is_some()));
             writes.push(TrainWrite {
                 trip: train.trip.clone(),
                 state: train.state.encode_to_vec(),
@@ -408,9 +417,10 @@ impl Worker {
         match result {
             Ok(()) => {
                 if let Some(p) = self.owned.get_mut(&k) {
-                    for key in touched {
+                    for (key, has_estimate) in published {
                         if let Some(t) = p.trains.get_mut(key) {
                             t.touched_ms = now;
+                            t.published = has_estimate;
                         }
                     }
                 }
@@ -480,6 +490,47 @@ impl Worker {
         }
         metrics::gauge!(telemetry::PARTITIONS_OWNED).set(self.owned.len() as f64);
         self.next_lease_at = Instant::now() + self.config.lease_ttl() / 3;
+        match first_error {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// How often published estimates are recomputed without new reports:
+    /// a sixth of the half-life (so a refresh moves weights by ~11%), within
+    /// 1 s..30 s.
+    fn refresh_interval(&self) -> Duration {
+        Duration::from_millis(u64::try_from(self.params.half_life_ms / 6).unwrap_or(0))
+            .clamp(Duration::from_secs(1), Duration::from_secs(30))
+    }
+
+    /// Republishes estimates nobody reported on lately, so that they fade
+    /// (lower confidence) and disappear once their reports leave the window.
+    async fn refresh(&mut self) -> Result<(), CycleError> {
+        let interval = self.refresh_interval();
+        self.next_refresh_at = Instant::now() + interval;
+        let now = now_ms();
+        let stale_before = now.saturating_sub(i64::try_from(interval.as_millis()).unwrap_or(0));
+        let due: Vec<(u16, BTreeSet<String>)> = self
+            .owned
+            .iter()
+            .map(|(k, p)| {
+                let keys = p
+                    .trains
+                    .iter()
+                    .filter(|(_, t)| t.published && t.touched_ms <= stale_before)
+                    .map(|(key, _)| key.clone())
+                    .collect();
+                (*k, keys)
+            })
+            .filter(|(_, keys): &(u16, BTreeSet<String>)| !keys.is_empty())
+            .collect();
+        let mut first_error = None;
+        for (k, keys) in due {
+            if let Err(e) = self.commit(k, &keys, &[], now).await {
+                first_error.get_or_insert(e);
+            }
+        }
         match first_error {
             Some(e) => Err(e.into()),
             None => Ok(()),

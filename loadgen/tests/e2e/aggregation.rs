@@ -554,3 +554,38 @@ async fn idle_trains_expire_from_estimates_and_indexes() {
     .await;
     aggregator.shutdown().await.expect("clean shutdown");
 }
+
+#[tokio::test]
+async fn estimates_without_fresh_reports_fade_out() {
+    let redis = RedisServer::start();
+    let mut con = connect(&redis).await;
+    let t = trip("AGG-FADE");
+    append(&mut con, &stored("old", 1, &t, 1, Level::Full)).await;
+
+    let args = ["--half-life-secs", "6", "--window-secs", "2"];
+    let aggregator = spawn(config(&redis, &args));
+    let first = {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(est) = estimate_of(&mut con, &t).await {
+                break est;
+            }
+            assert!(Instant::now() < deadline, "no estimate within 5 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    assert_eq!(first.level, Level::Full.number());
+
+    // The only report leaves the 2 s window: the estimate is withdrawn
+    // although nobody reported since, while the state (and its ledger) stays.
+    eventually("withdrawal", Duration::from_secs(5), || {
+        let mut con = con.clone();
+        let t = t.clone();
+        async move { estimate_of(&mut con, &t).await.is_none() }
+    })
+    .await;
+    let state = state_of(&mut con, &t).await.expect("state kept");
+    assert_eq!(state.reports_counted, 1);
+    assert!(state.observations.is_empty(), "{state:?}");
+    aggregator.shutdown().await.expect("clean shutdown");
+}
