@@ -20,13 +20,27 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Load-test a running server with simulated riders.
+    ///
+    /// Reports arrive as a Poisson process at --rate (or following
+    /// --schedule), spread over --streams StreamReports streams. Latency is
+    /// measured from each report's intended send time, so a slow server
+    /// cannot slow the load down and hide its own latency. The run is INVALID
+    /// when the generator itself falls behind its schedule.
+    ///
+    /// Schedules: `step:10s@1000,10s@5000` (1000/s for 10 s, then 5000/s for
+    /// 10 s) or `ramp:1000..20000/60s` (linear ramp over 60 s); after its end
+    /// the last rate holds until --duration, which defaults to the schedule's
+    /// length. Durations: 500ms, 10s, 2m, 1h or plain seconds.
+    ///
+    /// Prints a progress line every second on stderr and a summary at the
+    /// end; exits non-zero when the run is invalid or misses a threshold.
     Run(Box<driver::RunArgs>),
     /// Run the whole system locally and watch estimates follow the truth.
     Demo(demo::DemoArgs),
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<ExitCode> {
+async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -34,22 +48,26 @@ async fn main() -> anyhow::Result<ExitCode> {
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
-        Command::Run(args) => {
-            let summary = driver::run(*args).await?;
-            print!("{summary}");
-            if summary.passed() {
-                Ok(ExitCode::SUCCESS)
-            } else {
-                for failure in &summary.failures {
-                    eprintln!("loadgen run failed: {failure}");
-                }
-                Ok(ExitCode::FAILURE)
-            }
-        }
-        Command::Demo(args) => {
-            demo::run(args).await?;
-            Ok(ExitCode::SUCCESS)
-        }
+    let result = match Cli::parse().command {
+        Command::Run(args) => run(*args).await,
+        Command::Demo(args) => demo::run(args).await.map(|()| ExitCode::SUCCESS),
+    };
+    result.unwrap_or_else(|error| {
+        eprintln!("loadgen: {error:#}");
+        ExitCode::from(2)
+    })
+}
+
+/// `loadgen run`: 0 when the run passed, 1 when it was invalid or missed a
+/// threshold, 2 (from `main`) when it could not run at all.
+async fn run(args: driver::RunArgs) -> anyhow::Result<ExitCode> {
+    let summary = driver::run(args).await?;
+    print!("{summary}");
+    if summary.passed() {
+        return Ok(ExitCode::SUCCESS);
     }
+    for failure in &summary.failures {
+        eprintln!("loadgen run failed: {failure}");
+    }
+    Ok(ExitCode::FAILURE)
 }

@@ -124,3 +124,58 @@ async fn rate_zero_is_refused_before_connecting() {
     let error = format!("{:#}", driver::run(args).await.unwrap_err());
     assert!(error.contains("rate must be greater than 0"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_going_away_is_counted_not_a_hang() {
+    let stack = Stack::start(StackOptions::default()).await.unwrap();
+    let target = stack.grpc_url();
+    let args = RunArgs::from_flags([
+        "--target",
+        target.as_str(),
+        "--rate",
+        "200",
+        "--duration",
+        "3s",
+        "--streams",
+        "20",
+        "--drain",
+        "1s",
+        "--scenario",
+        "honest",
+        "--quiet",
+        "--max-errors",
+        "0",
+    ])
+    .unwrap();
+    let stopper = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        stack.shutdown().await
+    });
+    let began = Instant::now();
+    let summary = driver::run(args).await.unwrap();
+    stopper.await.unwrap().unwrap();
+    println!("{summary}");
+
+    assert!(
+        began.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        began.elapsed()
+    );
+    assert!(summary.accepted > 0, "{summary}");
+    assert!(!summary.stream_errors.is_empty(), "{summary}");
+    assert!(summary.unacked > 0, "reports after the stop: {summary}");
+    assert_eq!(
+        summary.sent,
+        summary.accepted + summary.duplicate + summary.rejected + summary.unacked,
+        "every sent report is accounted for: {summary}"
+    );
+    assert!(!summary.passed());
+    assert!(
+        summary
+            .failures
+            .iter()
+            .any(|f| f.contains("--max-errors 0")),
+        "{:?}",
+        summary.failures
+    );
+}

@@ -18,17 +18,8 @@ const DEFAULT_RATE: f64 = 1000.0;
 /// Run length when neither `--duration` nor a schedule says.
 const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 
-/// Open-loop load test of a running crowd server.
-///
-/// Reports arrive as a Poisson process at --rate (or following --schedule)
-/// spread over --streams StreamReports streams. Latency is measured from
-/// each report's intended send time, so a slow server cannot slow the load
-/// down and hide its own latency.
-///
-/// Schedules: `step:10s@1000,10s@5000` (1000/s for 10 s, then 5000/s for
-/// 10 s) or `ramp:1000..20000/60s` (linear ramp over 60 s); after its end
-/// the last rate holds until --duration, which defaults to the schedule's
-/// length. Durations: 500ms, 10s, 2m, 1h or plain seconds.
+/// Flags of `loadgen run` (the long help of the subcommand explains the
+/// schedule and duration syntax).
 #[derive(Debug, Clone, clap::Args, Serialize)]
 pub struct RunArgs {
     /// gRPC address of the server under test.
@@ -37,7 +28,7 @@ pub struct RunArgs {
     /// Offered reports per second, all streams together (default 1000).
     #[arg(long, conflicts_with = "schedule")]
     pub rate: Option<f64>,
-    /// A varying rate: `step:LEN@RATE,...` or `ramp:FROM..TO/LEN`.
+    /// A varying rate, e.g. `step:10s@1000,10s@5000` or `ramp:1000..20000/60s`.
     #[arg(long, value_parser = Schedule::parse)]
     #[serde(serialize_with = "display_opt")]
     pub schedule: Option<Schedule>,

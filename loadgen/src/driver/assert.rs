@@ -55,7 +55,7 @@ impl Thresholds {
                 match actual {
                     Some(actual) if actual >= limit => {}
                     Some(actual) => {
-                        failures.push(format!("--{flag} {limit}: got {actual:.3}{unit}"));
+                        failures.push(format!("--{flag} {limit}: got {}{unit}", number(actual)));
                     }
                     None => failures.push(format!("--{flag} {limit}: not measured")),
                 }
@@ -80,7 +80,7 @@ impl Thresholds {
                 match actual {
                     Some(actual) if actual <= limit => {}
                     Some(actual) => {
-                        failures.push(format!("--{flag} {limit}: got {actual:.3}{unit}"));
+                        failures.push(format!("--{flag} {limit}: got {}{unit}", number(actual)));
                     }
                     None => failures.push(format!("--{flag} {limit}: not measured")),
                 }
@@ -118,6 +118,16 @@ impl Thresholds {
             "",
         );
         failures
+    }
+}
+
+/// A measured value for a message: counts without decimals, fractions and
+/// milliseconds with three.
+fn number(value: f64) -> String {
+    if value.fract() == 0.0 {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.3}")
     }
 }
 

@@ -23,10 +23,6 @@ use super::watchers::Freshness;
 /// How often the list of running trains (what queries ask about) is renewed.
 const REFRESH_RUNNING: Duration = Duration::from_secs(1);
 
-/// Reports sent back to back without sleeping before yielding to the
-/// runtime, so a generator running behind does not starve other tasks.
-const YIELD_EVERY: u32 = 256;
-
 /// Everything the sending loop needs.
 #[derive(Debug)]
 pub struct Generator {
@@ -47,21 +43,18 @@ pub struct Generator {
 
 impl Generator {
     /// Sends every scheduled report, then closes the streams' inputs.
-    pub async fn run(mut self) {
+    ///
+    /// Blocking: it runs on a thread of its own (`spawn_blocking`) so that
+    /// thousands of busy stream tasks cannot delay it, and it sleeps with
+    /// the operating system's finer timer instead of tokio's 1 ms wheel.
+    pub fn run(mut self) {
         let mut next = 0usize;
         let mut next_refresh = self.start + REFRESH_RUNNING;
-        let mut without_sleep = 0u32;
         for offset in self.arrivals.by_ref() {
             let intended = self.start + offset;
-            if intended > Instant::now() {
-                tokio::time::sleep_until(intended).await;
-                without_sleep = 0;
-            } else {
-                without_sleep += 1;
-                if without_sleep >= YIELD_EVERY {
-                    tokio::task::yield_now().await;
-                    without_sleep = 0;
-                }
+            let ahead = intended.saturating_duration_since(Instant::now());
+            if !ahead.is_zero() {
+                std::thread::sleep(ahead);
             }
             let now = Instant::now();
             let lag = now.saturating_duration_since(intended);

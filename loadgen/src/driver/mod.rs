@@ -78,10 +78,34 @@ pub async fn run(args: RunArgs) -> anyhow::Result<RunSummary> {
 
     let mut senders = Vec::with_capacity(args.streams);
     let mut streams = Vec::with_capacity(args.streams);
+    let mut ready = Vec::with_capacity(args.streams);
     for i in 0..args.streams {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (opened, opened_rx) = tokio::sync::oneshot::channel();
         senders.push(tx);
-        streams.push(streams::spawn(channel(i), rx, stats.clone(), stop.clone()));
+        ready.push(opened_rx);
+        streams.push(streams::spawn(
+            channel(i),
+            rx,
+            opened,
+            stats.clone(),
+            stop.clone(),
+        ));
+    }
+    // Start the clock only once every stream can take reports: opening
+    // thousands of calls is not part of the load being measured.
+    let opening = futures::future::join_all(ready);
+    if tokio::time::timeout(args.connect_timeout, opening)
+        .await
+        .is_err()
+    {
+        stop.cancel();
+        anyhow::bail!(
+            "{} StreamReports streams did not all open within {:?}; errors: {:?}",
+            args.streams,
+            args.connect_timeout,
+            stats.stream_errors.snapshot()
+        );
     }
 
     let mut helpers = Vec::new();
@@ -143,7 +167,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<RunSummary> {
         freshness: freshness.clone(),
         stats: stats.clone(),
     };
-    tokio::spawn(generator.run()).await?;
+    tokio::task::spawn_blocking(move || generator.run()).await?;
 
     // Drain: streams end once every report is acked; watchers get until the
     // deadline to see the last reports.

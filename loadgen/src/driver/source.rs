@@ -21,6 +21,10 @@ pub struct Source {
     sim: Arc<Mutex<Simulation>>,
     sim_start: NaiveDateTime,
     speed: f64,
+    /// Prefix of every report id, unique per run: the same seed replays the
+    /// same riders, but a second run against the same server must not be
+    /// acknowledged as DUPLICATE of the first.
+    run_tag: String,
 }
 
 impl Source {
@@ -32,6 +36,7 @@ impl Source {
             sim: Arc::new(Mutex::new(sim)),
             sim_start,
             speed,
+            run_tag: format!("{:x}", Utc::now().timestamp_millis()),
         }
     }
 
@@ -47,7 +52,9 @@ impl Source {
         let at = self.sim_time(offset);
         let mut sim = self.lock();
         sim.advance_to(at);
-        sim.sample_report(observed_at).map(|sampled| sampled.report)
+        let mut report = sim.sample_report(observed_at)?.report;
+        report.report_id = format!("{}-{}", self.run_tag, report.report_id);
+        Some(report)
     }
 
     /// The truth of every running train.

@@ -142,8 +142,8 @@ pub struct Stats {
     pub accepted: Counter,
     pub duplicate: Counter,
     pub rejected: Counter,
-    /// Reports in flight when their stream failed or the drain deadline
-    /// passed: never acknowledged.
+    /// Reports never acknowledged: in flight when their stream failed, or
+    /// in flight or still queued when the drain deadline passed.
     pub unacked: Counter,
     /// Acks that did not match the oldest report in flight on their stream.
     pub out_of_order_acks: Counter,

@@ -14,7 +14,7 @@ use std::time::Duration;
 use crowd_proto::pb::v1::report_service_client::ReportServiceClient;
 use crowd_proto::pb::v1::{AckStatus, CrowdingReport, ReportAck};
 use futures::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_stream::wrappers::UnboundedReceiverStream;
@@ -38,10 +38,15 @@ pub struct Outgoing {
 }
 
 /// Starts a stream task. It ends when `input` is closed and every report is
-/// acknowledged, or when `stop` fires (remaining reports count as unacked).
+/// acknowledged, or when `stop` fires: reports in flight or still queued
+/// then count as unacked, so `sent` always equals acks plus unacked.
+///
+/// `ready` fires once the first call is open, so the run can start its
+/// clock only when every stream can take reports.
 pub fn spawn(
     channel: Channel,
     input: mpsc::UnboundedReceiver<Outgoing>,
+    ready: oneshot::Sender<()>,
     stats: Arc<Stats>,
     stop: CancellationToken,
 ) -> JoinHandle<()> {
@@ -51,10 +56,16 @@ pub fn spawn(
             input,
             input_open: true,
             pending: VecDeque::new(),
+            ready: Some(ready),
             stats,
         };
         stop.run_until_cancelled(stream.run()).await;
         stream.give_up();
+        // Reports still queued for a call that never came count as well.
+        stream.input.close();
+        while stream.input.try_recv().is_ok() {
+            stream.stats.unacked.add(1);
+        }
     })
 }
 
@@ -67,14 +78,16 @@ struct StreamTask {
     /// Reports sent on the current call and not yet acknowledged, oldest
     /// first: ids and intended send times.
     pending: VecDeque<(String, Instant)>,
+    /// Fired when the first call opens.
+    ready: Option<oneshot::Sender<()>>,
     stats: Arc<Stats>,
 }
 
 impl StreamTask {
     async fn run(&mut self) {
         while self.input_open || !self.pending.is_empty() {
-            if let Err(status) = self.call().await {
-                self.stats.stream_errors.add(&code_name(&status));
+            if let Err(failure) = self.call().await {
+                self.stats.stream_errors.add(&failure.category());
                 self.give_up();
                 tokio::time::sleep(REOPEN_BACKOFF).await;
             }
@@ -83,7 +96,7 @@ impl StreamTask {
 
     /// One `StreamReports` call, until the input is drained (`Ok`) or the
     /// call fails.
-    async fn call(&mut self) -> Result<(), tonic::Status> {
+    async fn call(&mut self) -> Result<(), Failure> {
         let (requests, outbound) = mpsc::unbounded_channel();
         // Unbounded on purpose: the generator's pace is the load, and waiting
         // here while acks pile up could deadlock both directions of the call.
@@ -91,8 +104,12 @@ impl StreamTask {
         let mut acks = self
             .client
             .stream_reports(UnboundedReceiverStream::new(outbound))
-            .await?
+            .await
+            .map_err(Failure::Status)?
             .into_inner();
+        if let Some(ready) = self.ready.take() {
+            let _ = ready.send(());
+        }
         loop {
             if !self.input_open && self.pending.is_empty() {
                 // Half-close and let the server end the call cleanly.
@@ -114,12 +131,8 @@ impl StreamTask {
                 },
                 ack = acks.next() => match ack {
                     Some(Ok(ack)) => self.on_ack(ack),
-                    Some(Err(status)) => return Err(status),
-                    None => {
-                        return Err(tonic::Status::aborted(
-                            "server ended the stream with reports in flight",
-                        ));
-                    }
+                    Some(Err(status)) => return Err(Failure::Status(status)),
+                    None => return Err(Failure::Ended),
                 },
             }
         }
@@ -148,7 +161,7 @@ impl StreamTask {
             Ok(AckStatus::Duplicate) => self.stats.duplicate.add(1),
             Ok(AckStatus::Rejected) => {
                 self.stats.rejected.add(1);
-                self.stats.reject_reasons.add(reason_category(&ack.reason));
+                self.stats.reject_reasons.add(&reason_category(&ack.reason));
             }
             _ => {
                 self.stats.rejected.add(1);
@@ -164,14 +177,46 @@ impl StreamTask {
     }
 }
 
-/// The field part of a reject reason (`"carriage_sequence: 40 > 32"` →
-/// `"carriage_sequence"`), so that reasons group by cause, not by value.
-pub fn reason_category(reason: &str) -> &str {
-    match reason.split_once(':') {
-        Some((field, _)) if !field.trim().is_empty() => field.trim(),
-        _ if reason.trim().is_empty() => "(no reason)",
-        _ => reason.trim(),
+/// Why a `StreamReports` call ended before the driver was done with it.
+#[derive(Debug)]
+enum Failure {
+    /// The call failed with a gRPC status.
+    Status(tonic::Status),
+    /// The server closed the stream cleanly while the driver still had
+    /// reports to send or acks to wait for (e.g. the server shutting down).
+    Ended,
+}
+
+impl Failure {
+    /// The name it is counted under in the summary.
+    fn category(&self) -> String {
+        match self {
+            Failure::Status(status) => code_name(status),
+            Failure::Ended => "ended by server".to_owned(),
+        }
     }
+}
+
+/// A reject reason with its numbers blanked (`"carriage_sequence: 40 > 32"`
+/// → `"carriage_sequence: # > #"`), so that reasons group by cause, not by
+/// value, and the summary stays short.
+pub fn reason_category(reason: &str) -> String {
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return "(no reason)".to_owned();
+    }
+    let mut category = String::with_capacity(reason.len());
+    let mut in_number = false;
+    for c in reason.chars() {
+        let digit = c.is_ascii_digit() || (in_number && c == '.');
+        if !digit {
+            category.push(c);
+        } else if !in_number {
+            category.push('#');
+        }
+        in_number = digit;
+    }
+    category
 }
 
 #[cfg(test)]
@@ -179,13 +224,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reasons_group_by_field() {
+    fn reasons_group_by_cause_not_value() {
         assert_eq!(
             reason_category("carriage_sequence: 40 > 32"),
-            "carriage_sequence"
+            "carriage_sequence: # > #"
+        );
+        assert_eq!(
+            reason_category("observed_at: 3.5h in the past"),
+            "observed_at: #h in the past"
         );
         assert_eq!(reason_category("rate limited"), "rate limited");
-        assert_eq!(reason_category(""), "(no reason)");
-        assert_eq!(reason_category(": odd"), ": odd");
+        assert_eq!(reason_category("  "), "(no reason)");
     }
 }

@@ -36,7 +36,7 @@ pub struct RunSummary {
     pub rejected: u64,
     pub unacked: u64,
     pub out_of_order_acks: u64,
-    /// Rejections by reason (the field named in the ack's reason).
+    /// Rejections by reason, numbers blanked (`observed_at: #h in the past`).
     pub rejected_by_reason: BTreeMap<String, u64>,
     /// Failed `StreamReports` calls by gRPC code.
     pub stream_errors: BTreeMap<String, u64>,
