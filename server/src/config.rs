@@ -49,7 +49,7 @@ pub struct Config {
 
     /// Secret key of the device-id hash; the raw device id never reaches Redis.
     /// Must be the same on every server of a deployment.
-    #[arg(long, env = "CROWD_DEVICE_SECRET", default_value = DEV_DEVICE_SECRET, hide_default_value = true)]
+    #[arg(long, env = "CROWD_DEVICE_SECRET", default_value = DEV_DEVICE_SECRET, hide_default_value = true, hide_env_values = true)]
     pub device_secret: String,
 
     /// Sustained reports per minute one device may send; 0 disables the limit.

@@ -113,8 +113,9 @@ impl Ingest {
 }
 
 impl Inner {
-    /// Validates, deduplicates and queues one report.
+    /// Validates, deduplicates, rate-limits and queues one report.
     fn admit(&self, raw: &CrowdingReport) -> Admission {
+        let arrived = Instant::now();
         let now = Utc::now();
         let report = match validate_report(raw, &self.config.limits, &self.config.devices, now) {
             Ok(report) => report,
@@ -124,9 +125,16 @@ impl Inner {
                 return Admission::Ready(ack(&raw.report_id, AckStatus::Rejected, err.to_string()));
             }
         };
+        if !self.recent.claim(&report.report_id) {
+            metrics::counter!("crowd_server_reports_duplicate_total").increment(1);
+            return Admission::Ready(ack(&report.report_id, AckStatus::Duplicate, String::new()));
+        }
+        // After the duplicate check, so that retries of taken reports cost
+        // no token; a refused report is forgotten, to be sent again later.
         if let Some(limiter) = &self.limiter
-            && !limiter.allow(report.device, Instant::now())
+            && !limiter.allow(report.device, arrived)
         {
+            self.recent.release(&report.report_id);
             metrics::counter!("crowd_server_reports_rejected_total", "reason" => "rate_limit")
                 .increment(1);
             let reason = format!(
@@ -134,10 +142,6 @@ impl Inner {
                 self.config.device_rate_per_min
             );
             return Admission::Ready(ack(&report.report_id, AckStatus::Rejected, reason));
-        }
-        if !self.recent.claim(&report.report_id) {
-            metrics::counter!("crowd_server_reports_duplicate_total").increment(1);
-            return Admission::Ready(ack(&report.report_id, AckStatus::Duplicate, String::new()));
         }
         let layout = &self.config.layout;
         let stream = layout.reports(layout.partition_of(&report.trip));
@@ -148,7 +152,7 @@ impl Inner {
             Ok(done) => Admission::Writing {
                 report_id: report.report_id,
                 done,
-                arrived: Instant::now(),
+                arrived,
             },
             Err(error) => {
                 self.recent.release(&report.report_id);
