@@ -31,9 +31,12 @@ for i = 1, n do
     redis.call('ZADD', KEYS[4], now, ARGV[a + 3])
     if ARGV[a + 4] == '1' then
       redis.call('GEOADD', KEYS[5], ARGV[a + 5], ARGV[a + 6], ARGV[a + 3])
+    else
+      redis.call('ZREM', KEYS[5], ARGV[a + 3])
     end
   else
     redis.call('DEL', est_key)
+    redis.call('ZREM', KEYS[5], ARGV[a + 3])
   end
   a = a + 7
 end
@@ -78,9 +81,10 @@ pub(crate) struct TrainWrite {
     pub(crate) trip: TripKey,
     /// Encoded `TrainState`.
     pub(crate) state: Vec<u8>,
-    /// Encoded estimate; `None` deletes the published one (nothing counts any more).
+    /// Encoded estimate; `None` withdraws the published one (nothing counts any more).
     pub(crate) estimate: Option<Vec<u8>>,
-    /// (longitude, latitude) for the geo index, already checked to be indexable.
+    /// (longitude, latitude) for the geo index, already checked to be
+    /// indexable; `None` takes the train out of the index (no fresh position).
     pub(crate) position: Option<(f64, f64)>,
 }
 

@@ -560,7 +560,14 @@ async fn estimates_without_fresh_reports_fade_out() {
     let redis = RedisServer::start();
     let mut con = connect(&redis).await;
     let t = trip("AGG-FADE");
-    append(&mut con, &stored("old", 1, &t, 1, Level::Full)).await;
+    let k = layout().partition_of(&t);
+    let mut report = stored("old", 1, &t, 1, Level::Full);
+    report.position = Some(Position {
+        latitude: 43.6,
+        longitude: 1.44,
+        accuracy_m: 8.0,
+    });
+    append(&mut con, &report).await;
 
     let args = ["--half-life-secs", "6", "--window-secs", "2"];
     let aggregator = spawn(config(&redis, &args));
@@ -575,6 +582,7 @@ async fn estimates_without_fresh_reports_fade_out() {
         }
     };
     assert_eq!(first.level, Level::Full.number());
+    assert_eq!(geo_members(&mut con, k).await, 1);
 
     // The only report leaves the 2 s window: the estimate is withdrawn
     // although nobody reported since, while the state (and its ledger) stays.
@@ -587,5 +595,18 @@ async fn estimates_without_fresh_reports_fade_out() {
     let state = state_of(&mut con, &t).await.expect("state kept");
     assert_eq!(state.reports_counted, 1);
     assert!(state.observations.is_empty(), "{state:?}");
+    assert_eq!(
+        geo_members(&mut con, k).await,
+        0,
+        "a withdrawn train stays findable"
+    );
     aggregator.shutdown().await.expect("clean shutdown");
+}
+
+async fn geo_members(con: &mut MultiplexedConnection, k: u16) -> i64 {
+    redis::cmd("ZCARD")
+        .arg(layout().geo(k))
+        .query_async(con)
+        .await
+        .expect("ZCARD")
 }
