@@ -46,8 +46,8 @@ pub async fn monitor(
 ) {
     let mut ticks = tokio::time::interval(INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Callers mark everything NOT_SERVING before serving (see `set_all`).
     let mut last = Some(false);
-    set_all(&reporter, ServingStatus::NotServing).await;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -81,7 +81,8 @@ fn status(serving: bool) -> ServingStatus {
     }
 }
 
-async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
+/// Sets the overall status and that of each crowd service.
+pub(crate) async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
     for name in [
         "",
         report_service_server::SERVICE_NAME,

@@ -66,6 +66,8 @@ pub async fn run(
     );
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let up = RedisUp::default();
+    // Not serving until Redis has answered once.
+    health::set_all(&reporter, tonic_health::ServingStatus::NotServing).await;
     let health_task = tokio::spawn(health::monitor(
         store.clone(),
         reporter,
@@ -96,6 +98,7 @@ pub async fn run(
     };
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crowd_proto::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
 
     let grpc_addr = grpc.local_addr().map_err(ServerError::Listener)?;

@@ -638,3 +638,37 @@ async fn a_flooding_device_is_limited_and_others_are_not() {
     drop(stream);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_write_queue_answers_resource_exhausted_at_once() {
+    let redis = RedisServer::start();
+    let mut config = Config::for_redis(redis.url());
+    config.write_queue = 1;
+    config.writers = 1;
+    let server = TestServer::start_unchecked(config).await;
+    server.wait_for_health(ServingStatus::Serving).await;
+    let client = server.reports().await;
+    redis.pause();
+
+    // The writer holds the first report in a stuck pipeline, the second
+    // fills the queue, the third finds no room.
+    let mut first = client.clone();
+    let first = tokio::spawn(async move { first.submit_report(good("q-1")).await });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let mut second = client.clone();
+    let second = tokio::spawn(async move { second.submit_report(good("q-2")).await });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let started = Instant::now();
+    let err = client.clone().submit_report(good("q-3")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
+    assert!(started.elapsed() < Duration::from_millis(500));
+
+    let err = first.await.unwrap().unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
+    redis.resume();
+    // The queued report is settled either way, never left hanging.
+    let _ = tokio::time::timeout(WAIT, second)
+        .await
+        .expect("second report hung");
+    server.stop().await;
+}
