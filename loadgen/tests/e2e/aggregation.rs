@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crowd_aggregator::{AggregatorError, Config, decode_train_state, run};
-use crowd_loadgen::redis_process::RedisServer;
+use crowd_loadgen::redis_process::{RedisOptions, RedisServer};
 use crowd_proto::codec::{decode_estimate, encode_report};
 use crowd_proto::domain::{Position, Report, TripKey};
 use crowd_proto::layout::{GROUP, Layout, REPORT_FIELD};
@@ -609,4 +609,40 @@ async fn geo_members(con: &mut MultiplexedConnection, k: u16) -> i64 {
         .query_async(con)
         .await
         .expect("ZCARD")
+}
+
+#[tokio::test]
+async fn the_aggregator_rides_out_a_redis_restart() {
+    let mut redis = RedisServer::start_with(RedisOptions {
+        aof_always: true,
+        ..RedisOptions::default()
+    })
+    .expect("redis with an append-only file");
+    let mut con = connect(&redis).await;
+    let t = trip("AGG-RESTART");
+    append(&mut con, &stored("before", 1, &t, 1, Level::FewSeats)).await;
+    let aggregator = spawn(config(&redis, &["--lease-ttl-ms", "1000"]));
+    wait_for_state(&mut con, &t, Duration::from_secs(5), |s| {
+        s.reports_counted == 1
+    })
+    .await;
+
+    redis.kill();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    redis.restart().expect("redis restarts");
+    let mut con = connect(&redis).await;
+    append(&mut con, &stored("after", 2, &t, 1, Level::FewSeats)).await;
+    wait_for_state(&mut con, &t, Duration::from_secs(10), |s| {
+        s.reports_counted >= 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let state = state_of(&mut con, &t).await.expect("state");
+    assert_eq!(state.reports_counted, 2);
+    assert_eq!(pending(&mut con, &t).await, 0);
+    assert!(
+        !aggregator.handle.is_finished(),
+        "gave up on a transient error"
+    );
+    aggregator.shutdown().await.expect("clean shutdown");
 }
