@@ -14,8 +14,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 
 use super::arrivals::Arrivals;
-use super::queries::RunningTrips;
-use super::source::Source;
+use super::source::{RunningTrips, Source};
 use super::stats::Stats;
 use super::streams::Outgoing;
 use super::watchers::Freshness;
@@ -72,9 +71,13 @@ impl Generator {
                 self.stats.no_report.add(1);
                 continue;
             };
+            // Freshness only for riders whose clock is right: a skewed
+            // `observed_at` would say nothing about how fast updates are.
             if let (Some(trip), Some(observed)) = (&report.trip, &report.observed_at) {
-                self.freshness
-                    .on_sent(trip, timestamp_to_ms(observed), intended);
+                let observed = timestamp_to_ms(observed);
+                if observed == observed_at.timestamp_millis() {
+                    self.freshness.on_sent(trip, observed, intended);
+                }
             }
             let stream = &self.senders[next % self.senders.len()];
             next = next.wrapping_add(1);

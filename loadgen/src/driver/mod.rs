@@ -109,16 +109,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<RunSummary> {
     }
 
     let mut helpers = Vec::new();
-    let watched = watchers::assign(
-        &running.read().expect("fresh lock"),
-        args.watchers,
-        args.watch_trips,
-    );
-    for (i, trips) in watched.into_iter().enumerate() {
-        freshness.watch(&trips);
+    for index in 0..args.watchers {
+        let share = watchers::Share {
+            index,
+            of: args.watchers,
+            per_watcher: args.watch_trips,
+            running: running.clone(),
+        };
         helpers.push(watchers::spawn(
-            channel(i),
-            trips,
+            channel(index),
+            share,
             freshness.clone(),
             stats.clone(),
             stop.clone(),

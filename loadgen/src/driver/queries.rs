@@ -4,7 +4,7 @@
 //! task so a slow answer never delays the next query; latency is measured
 //! from the intended query time.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crowd_proto::pb::v1::occupancy_service_client::OccupancyServiceClient;
@@ -17,14 +17,11 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 use super::arrivals::{Arrivals, Schedule};
+use super::source::RunningTrips;
 use super::stats::{Stats, code_name};
 
 /// A query slower than this counts as a `DeadlineExceeded` error.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The trains currently running in the simulation, refreshed by the
-/// generator, so queries ask about trains that exist.
-pub type RunningTrips = Arc<RwLock<Vec<TripRef>>>;
 
 /// When and how many queries to send.
 #[derive(Debug, Clone, Copy)]

@@ -6,7 +6,7 @@
 //! Reports are stamped with the real intended send time, which is what the
 //! server checks `observed_at` against.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
@@ -71,6 +71,10 @@ impl Source {
         self.sim.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+/// The trains currently running in the simulation, refreshed by the
+/// generator, so queries and watchers ask about trains that exist.
+pub type RunningTrips = Arc<RwLock<Vec<TripRef>>>;
 
 /// `--scenario`: which riders the simulator plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]

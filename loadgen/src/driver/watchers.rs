@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
+use super::source::RunningTrips;
 use super::stats::{Latency, Stats, code_name};
 
 /// Reports remembered per watched train; older notes are dropped (and
@@ -28,6 +29,9 @@ const MAX_PENDING_PER_TRIP: usize = 100_000;
 
 /// Pause before resubscribing after a failed watch.
 const RESUBSCRIBE_BACKOFF: Duration = Duration::from_millis(200);
+
+/// How often a watcher checks whether its trains still run.
+const RECHECK_RUNNING: Duration = Duration::from_secs(1);
 
 /// `(trip_id, start_date)`: the identity of a train run.
 pub type TripKey = (String, String);
@@ -41,7 +45,8 @@ pub fn trip_key(trip: &TripRef) -> TripKey {
 pub struct Freshness {
     /// Per watched train: `(observed_at ms, intended send time)`, in send order.
     pending: Mutex<HashMap<TripKey, VecDeque<(i64, Instant)>>>,
-    /// Notes dropped because a train had too many outstanding.
+    /// Notes given up on: a train had too many outstanding, or stopped
+    /// being watched.
     dropped: Mutex<u64>,
 }
 
@@ -96,6 +101,20 @@ impl Freshness {
         before - queue.len()
     }
 
+    /// Stops tracking these trains; their notes still waiting count as
+    /// unresolved.
+    pub fn unwatch(&self, trips: &[TripRef]) {
+        let mut pending = self.lock();
+        let mut gone = 0;
+        for trip in trips {
+            gone += pending
+                .remove(&trip_key(trip))
+                .map_or(0, |queue| queue.len());
+        }
+        drop(pending);
+        *self.dropped.lock().unwrap_or_else(|p| p.into_inner()) += gone as u64;
+    }
+
     /// Notes never resolved (including those dropped for space).
     pub fn unresolved(&self) -> u64 {
         let waiting: usize = self.lock().values().map(VecDeque::len).sum();
@@ -133,10 +152,38 @@ pub fn assign(trips: &[TripRef], watchers: usize, per_watcher: usize) -> Vec<Vec
         .collect()
 }
 
-/// Starts one watcher on `trips`; it resubscribes after errors until `stop`.
+/// Which trains a watcher follows: its share of the running trains.
+#[derive(Debug, Clone)]
+pub struct Share {
+    /// This watcher's index, `0..of`.
+    pub index: usize,
+    /// How many watchers share the trains.
+    pub of: usize,
+    /// Trains per watcher.
+    pub per_watcher: usize,
+    pub running: RunningTrips,
+}
+
+impl Share {
+    fn pick(&self) -> Vec<TripRef> {
+        let running = self.running.read().unwrap_or_else(|p| p.into_inner());
+        assign(&running, self.of, self.per_watcher)
+            .swap_remove(self.index.min(self.of.saturating_sub(1)))
+    }
+
+    /// True while at least one of `trips` still runs.
+    fn any_running(&self, trips: &[TripRef]) -> bool {
+        let running = self.running.read().unwrap_or_else(|p| p.into_inner());
+        trips.iter().any(|trip| running.contains(trip))
+    }
+}
+
+/// Starts one watcher. It follows its share of the running trains, picks
+/// new ones when all of its trains have ended, and resubscribes after
+/// errors, until `stop`.
 pub fn spawn(
     channel: Channel,
-    trips: Vec<TripRef>,
+    share: Share,
     freshness: Arc<Freshness>,
     stats: Arc<Stats>,
     stop: CancellationToken,
@@ -145,36 +192,65 @@ pub fn spawn(
         let mut client = OccupancyServiceClient::new(channel);
         let watch = async {
             loop {
+                let trips = share.pick();
+                if trips.is_empty() {
+                    tokio::time::sleep(RECHECK_RUNNING).await;
+                    continue;
+                }
+                freshness.watch(&trips);
                 let request = WatchOccupancyRequest {
                     trips: trips.clone(),
                     route_id: String::new(),
                 };
                 match client.watch_occupancy(request).await {
                     Ok(response) => {
-                        let mut updates = response.into_inner();
-                        while let Some(update) = updates.next().await {
-                            match update {
-                                Ok(estimate) => {
-                                    freshness.on_update(
-                                        &estimate,
-                                        Instant::now(),
-                                        &stats.freshness,
-                                    );
-                                }
-                                Err(status) => {
-                                    stats.watch_errors.add(&code_name(&status));
-                                    break;
-                                }
-                            }
+                        let updates = response.into_inner();
+                        if let Err(failure) =
+                            follow(updates, &trips, &share, &freshness, &stats).await
+                        {
+                            stats.watch_errors.add(&failure);
+                            tokio::time::sleep(RESUBSCRIBE_BACKOFF).await;
                         }
                     }
-                    Err(status) => stats.watch_errors.add(&code_name(&status)),
+                    Err(status) => {
+                        stats.watch_errors.add(&code_name(&status));
+                        tokio::time::sleep(RESUBSCRIBE_BACKOFF).await;
+                    }
                 }
-                tokio::time::sleep(RESUBSCRIBE_BACKOFF).await;
+                freshness.unwatch(&trips);
             }
         };
         stop.run_until_cancelled(watch).await;
     })
+}
+
+/// Reads updates until the watched trains have all ended (`Ok`) or the
+/// call fails (`Err` with the name the failure is counted under).
+async fn follow(
+    mut updates: tonic::Streaming<OccupancyEstimate>,
+    trips: &[TripRef],
+    share: &Share,
+    freshness: &Freshness,
+    stats: &Stats,
+) -> Result<(), String> {
+    let mut check = tokio::time::interval(RECHECK_RUNNING);
+    check.tick().await;
+    loop {
+        tokio::select! {
+            update = updates.next() => match update {
+                Some(Ok(estimate)) => {
+                    freshness.on_update(&estimate, Instant::now(), &stats.freshness);
+                }
+                Some(Err(status)) => return Err(code_name(&status)),
+                None => return Err("ended by server".to_owned()),
+            },
+            _ = check.tick() => {
+                if !share.any_running(trips) {
+                    return Ok(());
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -221,6 +297,38 @@ mod tests {
         assert!((summary.max_ms - 50.0).abs() < 0.1, "{summary:?}");
         assert!((summary.p50_ms - 40.0).abs() < 0.1, "{summary:?}");
         assert_eq!(freshness.unresolved(), 0);
+    }
+
+    #[test]
+    fn unwatching_gives_up_on_waiting_notes() {
+        let freshness = Freshness::default();
+        freshness.watch(&[trip("A"), trip("B")]);
+        let t0 = Instant::now();
+        freshness.on_sent(&trip("A"), 1_000, t0);
+        freshness.on_sent(&trip("B"), 1_000, t0);
+        freshness.unwatch(&[trip("A")]);
+        assert_eq!(freshness.unresolved(), 2);
+        freshness.on_sent(&trip("A"), 2_000, t0);
+        assert_eq!(freshness.unresolved(), 2, "A is no longer tracked");
+    }
+
+    #[test]
+    fn a_share_follows_the_running_trains() {
+        let running: RunningTrips = Arc::default();
+        let share = Share {
+            index: 1,
+            of: 2,
+            per_watcher: 1,
+            running: running.clone(),
+        };
+        assert!(share.pick().is_empty());
+        *running.write().unwrap() = vec![trip("A"), trip("B")];
+        let picked = share.pick();
+        assert_eq!(picked, vec![trip("B")]);
+        assert!(share.any_running(&picked));
+        *running.write().unwrap() = vec![trip("C")];
+        assert!(!share.any_running(&picked));
+        assert_eq!(share.pick(), vec![trip("C")]);
     }
 
     #[test]
