@@ -129,6 +129,8 @@ pub async fn run(
     });
 
     let drain = config.drain_timeout();
+    // One deadline for the whole drain, set when shutdown starts.
+    let mut deadline = None;
     let served = {
         let servers = async {
             tokio::try_join!(
@@ -140,7 +142,12 @@ pub async fn run(
         tokio::pin!(servers);
         tokio::select! {
             result = &mut servers => result,
-            _ = token.cancelled() => match tokio::time::timeout(drain, &mut servers).await {
+            _ = token.cancelled() => match tokio::time::timeout_at(
+                *deadline.insert(Instant::now() + drain),
+                &mut servers,
+            )
+            .await
+            {
                 Ok(result) => result,
                 Err(_) => {
                     tracing::warn!(?drain, "drain deadline passed; closing remaining calls");
@@ -151,7 +158,7 @@ pub async fn run(
         // The services, and with them the write queue, are dropped here.
     };
     token.cancel();
-    let deadline = Instant::now() + drain;
+    let deadline = deadline.unwrap_or_else(|| Instant::now() + drain);
     let flushed = async { while writers.join_next().await.is_some() {} };
     if tokio::time::timeout_at(deadline, flushed).await.is_err() {
         tracing::warn!("writers still busy at the drain deadline");
