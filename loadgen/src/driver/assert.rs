@@ -6,7 +6,48 @@
 
 use serde::Serialize;
 
+use super::stats::LatencySummary;
 use super::summary::RunSummary;
+
+/// How far behind its schedule the generator may run before the run is
+/// INVALID.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Validity {
+    /// A report leaving this much behind schedule counts as late.
+    pub late_ms: f64,
+    /// Limit on the p99 of the generator's lag.
+    pub max_lag_p99_ms: f64,
+    /// Limit on the share of reports that left late.
+    pub max_late_fraction: f64,
+}
+
+impl Validity {
+    /// Why the run is invalid; empty when it is valid. `late` of
+    /// `dispatched` arrivals left late.
+    pub fn check(&self, lag: &LatencySummary, late: u64, dispatched: u64) -> Vec<String> {
+        let mut reasons = Vec::new();
+        if lag.p99_ms > self.max_lag_p99_ms {
+            reasons.push(format!(
+                "generator lag p99 {:.1} ms > {} ms",
+                lag.p99_ms, self.max_lag_p99_ms
+            ));
+        }
+        let late_fraction = if dispatched == 0 {
+            0.0
+        } else {
+            late as f64 / dispatched as f64
+        };
+        if late_fraction > self.max_late_fraction {
+            reasons.push(format!(
+                "{:.2}% of reports sent more than {} ms late (limit {:.2}%)",
+                late_fraction * 100.0,
+                self.late_ms,
+                self.max_late_fraction * 100.0
+            ));
+        }
+        reasons
+    }
+}
 
 /// Thresholds a run must meet; each is off unless given.
 #[derive(Debug, Clone, Default, PartialEq, clap::Args, Serialize)]
@@ -134,7 +175,36 @@ fn number(value: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::driver::stats::LatencySummary;
+
+    const VALIDITY: Validity = Validity {
+        late_ms: 10.0,
+        max_lag_p99_ms: 50.0,
+        max_late_fraction: 0.01,
+    };
+
+    #[test]
+    fn a_generator_on_schedule_is_valid() {
+        let lag = LatencySummary {
+            count: 1000,
+            p99_ms: 3.0,
+            ..Default::default()
+        };
+        assert!(VALIDITY.check(&lag, 10, 1000).is_empty());
+        assert!(VALIDITY.check(&LatencySummary::default(), 0, 0).is_empty());
+    }
+
+    #[test]
+    fn lagging_or_late_generators_are_invalid_with_reasons() {
+        let lag = LatencySummary {
+            count: 1000,
+            p99_ms: 80.0,
+            ..Default::default()
+        };
+        let reasons = VALIDITY.check(&lag, 11, 1000);
+        assert_eq!(reasons.len(), 2, "{reasons:?}");
+        assert!(reasons[0].contains("p99 80.0 ms > 50 ms"), "{reasons:?}");
+        assert!(reasons[1].contains("1.10% of reports"), "{reasons:?}");
+    }
 
     fn good_run() -> RunSummary {
         let mut summary = RunSummary::empty_for_tests();

@@ -176,7 +176,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<RunSummary> {
     let drained = tokio::time::timeout_at(deadline, &mut all_acked)
         .await
         .is_ok();
-    while args.watchers > 0 && freshness.unresolved() > 0 && Instant::now() < deadline {
+    while args.watchers > 0 && freshness.waiting() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut client = OccupancyServiceClient::new(channel(0));
@@ -211,27 +211,13 @@ fn summarize(
     let secs = plan.duration.as_secs_f64();
     let acks = stats.accepted.get() + stats.duplicate.get() + stats.rejected.get();
     let generator_lag = stats.generator_lag.summary();
-    let dispatched = stats.sent.get() + stats.no_report.get();
-    let mut invalid_reasons = Vec::new();
-    if generator_lag.p99_ms > args.max_lag_p99_ms {
-        invalid_reasons.push(format!(
-            "generator lag p99 {:.1} ms > {} ms",
-            generator_lag.p99_ms, args.max_lag_p99_ms
-        ));
-    }
-    let late_fraction = if dispatched == 0 {
-        0.0
-    } else {
-        stats.late.get() as f64 / dispatched as f64
+    let validity = assert::Validity {
+        late_ms: args.late_ms,
+        max_lag_p99_ms: args.max_lag_p99_ms,
+        max_late_fraction: args.max_late_fraction,
     };
-    if late_fraction > args.max_late_fraction {
-        invalid_reasons.push(format!(
-            "{:.2}% of reports sent more than {} ms late (limit {:.2}%)",
-            late_fraction * 100.0,
-            args.late_ms,
-            args.max_late_fraction * 100.0
-        ));
-    }
+    let dispatched = stats.sent.get() + stats.no_report.get();
+    let invalid_reasons = validity.check(&generator_lag, stats.late.get(), dispatched);
     let mut summary = RunSummary {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         config: serde_json::to_value(args)?,

@@ -115,10 +115,14 @@ impl Freshness {
         *self.dropped.lock().unwrap_or_else(|p| p.into_inner()) += gone as u64;
     }
 
-    /// Notes never resolved (including those dropped for space).
+    /// Notes still waiting for an update.
+    pub fn waiting(&self) -> u64 {
+        self.lock().values().map(VecDeque::len).sum::<usize>() as u64
+    }
+
+    /// Notes never resolved: still waiting, or given up on.
     pub fn unresolved(&self) -> u64 {
-        let waiting: usize = self.lock().values().map(VecDeque::len).sum();
-        waiting as u64 + *self.dropped.lock().unwrap_or_else(|p| p.into_inner())
+        self.waiting() + *self.dropped.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TripKey, VecDeque<(i64, Instant)>>> {
@@ -308,6 +312,7 @@ mod tests {
         freshness.on_sent(&trip("B"), 1_000, t0);
         freshness.unwatch(&[trip("A")]);
         assert_eq!(freshness.unresolved(), 2);
+        assert_eq!(freshness.waiting(), 1);
         freshness.on_sent(&trip("A"), 2_000, t0);
         assert_eq!(freshness.unresolved(), 2, "A is no longer tracked");
     }
