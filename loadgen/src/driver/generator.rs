@@ -58,6 +58,7 @@ impl Generator {
             let now = Instant::now();
             let lag = now.saturating_duration_since(intended);
             self.stats.generator_lag.record(lag);
+            self.stats.generator_lag_interval.record(lag);
             if lag > self.late_after {
                 self.stats.late.add(1);
             }

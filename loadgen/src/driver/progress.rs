@@ -59,7 +59,7 @@ fn line(elapsed: Duration, last: &Totals, now: &Totals, stats: &Stats) -> String
         now.acks,
         now.rejected,
         interval.p99_ms,
-        stats.generator_lag.summary().p99_ms,
+        stats.generator_lag_interval.take_interval().p99_ms,
         stats.late.get(),
         now.errors,
     )
@@ -77,13 +77,18 @@ mod tests {
         stats.accepted.add(100);
         stats.rejected.add(3);
         stats.ack_latency_interval.record(Duration::from_millis(7));
+        stats
+            .generator_lag_interval
+            .record(Duration::from_millis(2));
         let now = Totals::of(&stats);
         let text = line(Duration::from_secs(2), &last, &now, &stats);
         assert!(text.contains("sent     120/s"), "{text}");
         assert!(text.contains("acks     103/s"), "{text}");
         assert!(text.contains("rejected 3"), "{text}");
         assert!(text.contains("ack p99 7.0 ms"), "{text}");
+        assert!(text.contains("lag p99 2.0 ms"), "{text}");
         let again = line(Duration::from_secs(3), &now, &now, &stats);
         assert!(again.contains("ack p99 0.0 ms"), "interval resets: {again}");
+        assert!(again.contains("lag p99 0.0 ms"), "interval resets: {again}");
     }
 }

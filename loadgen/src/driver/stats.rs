@@ -156,6 +156,8 @@ pub struct Stats {
     pub ack_latency_interval: Latency,
     /// How late the generator dispatched each report against its schedule.
     pub generator_lag: Latency,
+    /// Same as `generator_lag`, reset every progress line.
+    pub generator_lag_interval: Latency,
     /// Intended send time of a report to the first watched update covering it.
     pub freshness: Latency,
     pub watch_errors: Tally,
