@@ -40,6 +40,10 @@ pub struct Config {
     /// Approximate length cap of each partition's estimate-updates stream.
     #[arg(long, env = "CROWD_UPDATES_MAXLEN", default_value_t = 10_000)]
     pub updates_maxlen: u64,
+    /// Learn device trust from agreement with settled consensus (`false`:
+    /// every device weighs the same).
+    #[arg(long, env = "CROWD_REPUTATION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub reputation: bool,
     /// Failures injected on purpose by tests; never set from the command line.
     #[arg(skip)]
     pub faults: FaultInjection,
@@ -91,6 +95,7 @@ mod tests {
         assert_eq!(c.window_secs, 900);
         assert_eq!(c.lease_ttl_ms, 5000);
         assert!(c.faults.crash_before_commit_of_batch.is_none());
+        assert!(c.reputation);
         let p = c.estimator_params();
         assert_eq!(p.half_life_ms, 180_000);
         assert_eq!(p.window_ms, 900_000);
@@ -106,9 +111,12 @@ mod tests {
             "4",
             "--lease-ttl-ms",
             "1000",
+            "--reputation",
+            "false",
         ]);
         assert_eq!(c.redis_url, "redis://example:1");
         assert_eq!(c.partitions, 4);
         assert_eq!(c.lease_ttl().as_millis(), 1000);
+        assert!(!c.reputation);
     }
 }

@@ -153,18 +153,7 @@ pub fn estimate(
         .filter_map(|o| Vote::new(o, now_ms, params, trust))
         .collect();
 
-    let mut per_device: BTreeMap<u64, &Vote<'_>> = BTreeMap::new();
-    for vote in &votes {
-        per_device
-            .entry(vote.obs.device)
-            .and_modify(|best| {
-                if recency(vote.obs) > recency(best.obs) {
-                    *best = vote;
-                }
-            })
-            .or_insert(vote);
-    }
-    let train = summarize(per_device.values().copied())?;
+    let train = summarize(latest_per_device(&votes).into_iter())?;
 
     let mut per_car: BTreeMap<u32, Vec<&Vote<'_>>> = BTreeMap::new();
     for vote in votes.iter().filter(|v| v.obs.carriage_sequence > 0) {
@@ -214,6 +203,62 @@ pub fn estimate(
         newest_report_at: Some(timestamp_from_ms(train.newest_ms)),
         source: EstimateSource::Crowd as i32,
     })
+}
+
+/// What the other riders of a train agree on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Consensus {
+    /// Weighted median level.
+    pub level: Level,
+    /// 0..1, as in the published estimate.
+    pub confidence: f32,
+    /// Distinct devices behind it.
+    pub reporters: u32,
+}
+
+/// The current consensus on one car (`Some(car)`, car > 0) or on the whole
+/// train (`None`, one vote per device), leaving `exclude` out: what a new
+/// report from that device can be compared with.
+pub fn consensus(
+    state: &TrainState,
+    car: Option<u32>,
+    exclude: u64,
+    now_ms: i64,
+    params: &Params,
+    trust: &impl Trust,
+) -> Option<Consensus> {
+    let votes: Vec<Vote<'_>> = state
+        .observations
+        .iter()
+        .filter(|o| o.device != exclude)
+        .filter(|o| car.is_none_or(|c| o.carriage_sequence == c))
+        .filter_map(|o| Vote::new(o, now_ms, params, trust))
+        .collect();
+    let s = match car {
+        Some(_) => summarize(votes.iter())?,
+        None => summarize(latest_per_device(&votes).into_iter())?,
+    };
+    Some(Consensus {
+        level: s.level,
+        confidence: s.confidence,
+        reporters: s.reporters,
+    })
+}
+
+/// One vote per device: its latest observation on any car.
+fn latest_per_device<'v, 'a>(votes: &'v [Vote<'a>]) -> Vec<&'v Vote<'a>> {
+    let mut per_device: BTreeMap<u64, &Vote<'_>> = BTreeMap::new();
+    for vote in votes {
+        per_device
+            .entry(vote.obs.device)
+            .and_modify(|best| {
+                if recency(vote.obs) > recency(best.obs) {
+                    *best = vote;
+                }
+            })
+            .or_insert(vote);
+    }
+    per_device.into_values().collect()
 }
 
 /// A stable fingerprint of a report id, scoped to its device so that one

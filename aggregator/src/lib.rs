@@ -2,6 +2,7 @@
 //! per-car occupancy estimates.
 //!
 //! - [`estimator`]: the pure model (no I/O, time passed in).
+//! - [`reputation`]: device trust learnt from agreement with consensus.
 //! - [`config`]: flags and environment.
 //! - the rest is the Redis side: partition leases with fencing tokens
 //!   (`lease`), the consumer-group reader (`stream`), per-train state of owned
@@ -15,6 +16,7 @@
 pub mod config;
 pub mod error;
 pub mod estimator;
+pub mod reputation;
 
 mod backoff;
 mod commit;

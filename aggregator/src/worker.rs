@@ -19,13 +19,14 @@ use tokio_util::sync::CancellationToken;
 use crowd_proto::codec::{decode_report, encode_estimate};
 use crowd_proto::domain::TripKey;
 use crowd_proto::layout::Layout;
-use crowd_proto::pb::store::TrainState;
+use crowd_proto::pb::store::{StoredReport, TrainState};
 
 use crate::backoff::Backoff;
 use crate::commit::{TrainWrite, WriteError, Writer, indexable};
-use crate::estimator::{self, Applied, Params, UniformTrust};
+use crate::estimator::{self, Applied, Params};
 use crate::lease::Leases;
 use crate::partition::{Partition, Phase, Train};
+use crate::reputation::{Reputation, judge};
 use crate::stream::{self, Entry, From};
 use crate::{AggregatorError, Config, telemetry};
 
@@ -63,6 +64,8 @@ pub(crate) struct Worker {
     leases: Leases,
     writer: Writer,
     owned: BTreeMap<u16, Partition>,
+    /// Trust of devices; stays empty (everybody weighs 1) when disabled.
+    reputation: Reputation,
     /// Non-empty batches read so far (for fault injection).
     batches: u64,
     next_lease_at: Instant,
@@ -107,6 +110,7 @@ impl Worker {
             cmd,
             reader,
             owned: BTreeMap::new(),
+            reputation: Reputation::new(),
             batches: 0,
             next_lease_at: now,
             next_sweep_at: now,
@@ -316,9 +320,17 @@ impl Worker {
             let Some(train) = partition.trains.get_mut(&key) else {
                 continue;
             };
+            let verdict = if self.config.reputation {
+                judge(&train.state, r, now, &self.params, &self.reputation)
+            } else {
+                None
+            };
             match estimator::apply(&mut train.state, r, &self.params) {
                 Applied::Counted => {
                     metrics::counter!(telemetry::REPORTS_APPLIED).increment(1);
+                    if let Some(v) = verdict {
+                        self.reputation.record(r.device, v);
+                    }
                     touched.insert(key);
                 }
                 Applied::Duplicate => {
@@ -395,7 +407,7 @@ impl Worker {
                 continue;
             };
             estimator::prune(&mut train.state, now, &self.params);
-            let estimate = estimator::estimate(&train.state, now, &self.params, &UniformTrust);
+            let estimate = estimator::estimate(&train.state, now, &self.params, &self.reputation);
             let position = estimate
                 .as_ref()
                 .and_then(|e| e.position)
@@ -626,7 +638,7 @@ async fn connect(
     ConnectionManager::new_with_config(client.clone(), config).await
 }
 
-fn trip_of(r: &crowd_proto::pb::store::StoredReport) -> TripKey {
+fn trip_of(r: &StoredReport) -> TripKey {
     TripKey {
         trip_id: r.trip_id.clone(),
         start_date: r.start_date.clone(),
