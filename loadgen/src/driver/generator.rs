@@ -74,15 +74,25 @@ impl Generator {
             };
             // Freshness only for riders whose clock is right: a skewed
             // `observed_at` would say nothing about how fast updates are.
-            if let (Some(trip), Some(observed)) = (&report.trip, &report.observed_at) {
-                let observed = timestamp_to_ms(observed);
-                if observed == observed_at.timestamp_millis() {
-                    self.freshness.on_sent(trip, observed, intended);
+            let note = match (&report.trip, &report.observed_at) {
+                (Some(trip), Some(observed))
+                    if timestamp_to_ms(observed) == observed_at.timestamp_millis() =>
+                {
+                    self.freshness
+                        .on_sent(trip, timestamp_to_ms(observed), intended)
                 }
-            }
+                _ => None,
+            };
             let stream = &self.senders[next % self.senders.len()];
             next = next.wrapping_add(1);
-            if stream.send(Outgoing { report, intended }).is_ok() {
+            if stream
+                .send(Outgoing {
+                    report,
+                    intended,
+                    note,
+                })
+                .is_ok()
+            {
                 self.stats.sent.add(1);
             }
         }

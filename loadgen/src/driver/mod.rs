@@ -88,6 +88,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<RunSummary> {
             channel(i),
             rx,
             opened,
+            freshness.clone(),
             stats.clone(),
             stop.clone(),
         ));

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 use super::stats::{Stats, code_name};
+use super::watchers::{Freshness, Note};
 
 /// Pause before reopening a failed stream, so a server that is down is not
 /// hammered by thousands of reconnecting streams.
@@ -35,6 +36,17 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 pub struct Outgoing {
     pub report: CrowdingReport,
     pub intended: Instant,
+    /// Its freshness note, when its train is watched: withdrawn if the
+    /// report is not accepted, since no update will ever count it.
+    pub note: Option<Note>,
+}
+
+/// A report sent on the current call, waiting for its ack.
+#[derive(Debug)]
+struct InFlight {
+    report_id: String,
+    intended: Instant,
+    note: Option<Note>,
 }
 
 /// Starts a stream task. It ends when `input` is closed and every report is
@@ -47,6 +59,7 @@ pub fn spawn(
     channel: Channel,
     input: mpsc::UnboundedReceiver<Outgoing>,
     ready: oneshot::Sender<()>,
+    freshness: Arc<Freshness>,
     stats: Arc<Stats>,
     stop: CancellationToken,
 ) -> JoinHandle<()> {
@@ -57,6 +70,7 @@ pub fn spawn(
             input_open: true,
             pending: VecDeque::new(),
             ready: Some(ready),
+            freshness,
             stats,
         };
         stop.run_until_cancelled(stream.run()).await;
@@ -76,10 +90,11 @@ struct StreamTask {
     /// False once the generator is done with this stream.
     input_open: bool,
     /// Reports sent on the current call and not yet acknowledged, oldest
-    /// first: ids and intended send times.
-    pending: VecDeque<(String, Instant)>,
+    /// first.
+    pending: VecDeque<InFlight>,
     /// Fired when the first call opens.
     ready: Option<oneshot::Sender<()>>,
+    freshness: Arc<Freshness>,
     stats: Arc<Stats>,
 }
 
@@ -120,7 +135,11 @@ impl StreamTask {
             tokio::select! {
                 next = self.input.recv(), if self.input_open => match next {
                     Some(out) => {
-                        self.pending.push_back((out.report.report_id.clone(), out.intended));
+                        self.pending.push_back(InFlight {
+                            report_id: out.report.report_id.clone(),
+                            intended: out.intended,
+                            note: out.note,
+                        });
                         if let Some(requests) = &requests {
                             // The receiver lives in the call: a send error means
                             // the call is over and `acks` will say why.
@@ -140,8 +159,11 @@ impl StreamTask {
 
     fn on_ack(&mut self, ack: ReportAck) {
         let position = match self.pending.front() {
-            Some((id, _)) if *id == ack.report_id => Some(0),
-            _ => self.pending.iter().position(|(id, _)| *id == ack.report_id),
+            Some(front) if front.report_id == ack.report_id => Some(0),
+            _ => self
+                .pending
+                .iter()
+                .position(|sent| sent.report_id == ack.report_id),
         };
         let Some(position) = position else {
             self.stats.out_of_order_acks.add(1);
@@ -150,13 +172,19 @@ impl StreamTask {
         if position > 0 {
             self.stats.out_of_order_acks.add(1);
         }
-        let Some((_, intended)) = self.pending.remove(position) else {
+        let Some(sent) = self.pending.remove(position) else {
             return;
         };
-        let latency = intended.elapsed();
+        let latency = sent.intended.elapsed();
         self.stats.ack_latency.record(latency);
         self.stats.ack_latency_interval.record(latency);
-        match AckStatus::try_from(ack.status) {
+        let status = AckStatus::try_from(ack.status);
+        if status != Ok(AckStatus::Accepted)
+            && let Some(note) = &sent.note
+        {
+            self.freshness.forget(note);
+        }
+        match status {
             Ok(AckStatus::Accepted) => self.stats.accepted.add(1),
             Ok(AckStatus::Duplicate) => self.stats.duplicate.add(1),
             Ok(AckStatus::Rejected) => {

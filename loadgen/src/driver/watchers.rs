@@ -40,6 +40,13 @@ pub fn trip_key(trip: &TripRef) -> TripKey {
     (trip.trip_id.clone(), trip.start_date.clone())
 }
 
+/// Which report a freshness note stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    pub trip: TripKey,
+    pub observed_at_ms: i64,
+}
+
 /// Reports on watched trains not yet seen in an update.
 #[derive(Debug, Default)]
 pub struct Freshness {
@@ -60,21 +67,32 @@ impl Freshness {
     }
 
     /// Notes a report sent on `trip`, if it is watched.
-    pub fn on_sent(&self, trip: &TripRef, observed_at_ms: i64, intended: Instant) {
+    pub fn on_sent(&self, trip: &TripRef, observed_at_ms: i64, intended: Instant) -> Option<Note> {
         let mut pending = self.lock();
         // Look up by reference first: most reports are on unwatched trains.
-        let Some(queue) = pending
+        let (_, queue) = pending
             .iter_mut()
-            .find(|((id, date), _)| *id == trip.trip_id && *date == trip.start_date)
-            .map(|(_, queue)| queue)
-        else {
-            return;
-        };
+            .find(|((id, date), _)| *id == trip.trip_id && *date == trip.start_date)?;
         if queue.len() >= MAX_PENDING_PER_TRIP {
             queue.pop_front();
             *self.dropped.lock().unwrap_or_else(|p| p.into_inner()) += 1;
         }
         queue.push_back((observed_at_ms, intended));
+        Some(Note {
+            trip: trip_key(trip),
+            observed_at_ms,
+        })
+    }
+
+    /// Withdraws a note whose report was not accepted: no update will count
+    /// it, and a later report covering its time must not pass for it.
+    pub fn forget(&self, note: &Note) {
+        let mut pending = self.lock();
+        if let Some(queue) = pending.get_mut(&note.trip)
+            && let Some(i) = queue.iter().position(|(ms, _)| *ms == note.observed_at_ms)
+        {
+            queue.remove(i);
+        }
     }
 
     /// Resolves every note on this estimate's train observed at or before
@@ -300,6 +318,21 @@ mod tests {
         assert_eq!(summary.count, 2);
         assert!((summary.max_ms - 50.0).abs() < 0.1, "{summary:?}");
         assert!((summary.p50_ms - 40.0).abs() < 0.1, "{summary:?}");
+        assert_eq!(freshness.unresolved(), 0);
+    }
+
+    #[test]
+    fn a_rejected_report_is_forgotten_not_resolved_later() {
+        let freshness = Freshness::default();
+        freshness.watch(&[trip("A")]);
+        let t0 = Instant::now();
+        let note = freshness.on_sent(&trip("A"), 1_000, t0).unwrap();
+        assert_eq!(freshness.on_sent(&trip("B"), 1_000, t0), None);
+        freshness.on_sent(&trip("A"), 2_000, t0);
+        freshness.forget(&note);
+        let latency = Latency::default();
+        assert_eq!(freshness.on_update(&estimate("A", 2_000), t0, &latency), 1);
+        assert_eq!(latency.summary().count, 1);
         assert_eq!(freshness.unresolved(), 0);
     }
 
