@@ -111,6 +111,11 @@ pub struct Config {
     /// On shutdown, how long in-flight calls get to finish, in seconds.
     #[arg(long, env = "CROWD_DRAIN_TIMEOUT_SECS", default_value_t = 10)]
     pub drain_timeout_secs: u64,
+
+    /// Cars of the trains of each route, e.g. `B=8,C=6`: the GTFS-Realtime
+    /// feed then lists every car, NO_DATA_AVAILABLE where nobody reported.
+    #[arg(long, env = "CROWD_CARS_PER_ROUTE", default_value = "")]
+    pub cars_per_route: crate::fleet::CarsPerRoute,
 }
 
 impl Config {

@@ -79,10 +79,15 @@ impl Estimates {
             .collect())
     }
 
+    /// The current estimates of every active train, in partition order.
+    pub async fn active(&self) -> Result<Vec<OccupancyEstimate>, StoreError> {
+        let trains = self.active_trains().await?;
+        self.get(&trains).await
+    }
+
     /// The current estimates of every active train of `route_id`.
     pub async fn of_route(&self, route_id: &str) -> Result<Vec<OccupancyEstimate>, StoreError> {
-        let trains = self.active_trains().await?;
-        let mut estimates = self.get(&trains).await?;
+        let mut estimates = self.active().await?;
         estimates.retain(|e| e.trip.as_ref().is_some_and(|t| t.route_id == route_id));
         Ok(estimates)
     }

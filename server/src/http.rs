@@ -1,5 +1,6 @@
 //! The HTTP side of the server: `GET /healthz` (200 while Redis answers,
-//! 503 otherwise), for probes that do not speak gRPC.
+//! 503 otherwise), for probes that do not speak gRPC, plus the routes other
+//! modules add (GTFS-Realtime feed, metrics).
 
 use axum::Router;
 use axum::extract::State;
@@ -10,13 +11,18 @@ use tokio_util::sync::CancellationToken;
 use crate::error::ServerError;
 use crate::health::RedisUp;
 
-/// Serves HTTP on `listener` until `shutdown` fires.
+/// Serves `/healthz` and the `routes` of other modules (the GTFS-Realtime
+/// feed, metrics) on `listener` until `shutdown` fires.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     up: RedisUp,
+    routes: Router,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
-    let app = Router::new().route("/healthz", get(healthz)).with_state(up);
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .with_state(up)
+        .merge(routes);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
@@ -53,7 +59,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let up = RedisUp::default();
         let shutdown = CancellationToken::new();
-        let server = tokio::spawn(serve(listener, up.clone(), shutdown.clone()));
+        let server = tokio::spawn(serve(listener, up.clone(), Router::new(), shutdown.clone()));
 
         let reply = get_healthz(addr).await;
         assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");

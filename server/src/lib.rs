@@ -10,11 +10,15 @@
 //! - [`queries`] + [`estimates`] + [`watch`] + [`hub`]: the read path.
 //! - [`store`]: the Redis connection, every call bounded in time.
 //! - [`health`] + [`http`]: liveness for load balancers.
+//! - [`gtfs_rt`] + [`feed`] + [`fleet`]: the GTFS-Realtime feed for operators.
 
 pub mod config;
 pub mod dedup;
 pub mod error;
 pub mod estimates;
+pub mod feed;
+pub mod fleet;
+pub mod gtfs_rt;
 pub mod health;
 pub mod http;
 pub mod hub;

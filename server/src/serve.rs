@@ -90,8 +90,13 @@ pub async fn run(
         queue,
         token.clone(),
     );
+    let estimates = Estimates { store, layout };
+    let feed = crate::feed::router(crate::feed::Feed {
+        estimates: estimates.clone(),
+        cars: std::sync::Arc::new(config.cars_per_route.clone()),
+    });
     let queries = Queries {
-        estimates: Estimates { store, layout },
+        estimates,
         hub,
         max_trips: config.max_trips,
         shutdown: token.clone(),
@@ -118,7 +123,7 @@ pub async fn run(
                 .max_decoding_message_size(config.max_message_bytes),
         )
         .serve_with_incoming_shutdown(incoming, token.clone().cancelled_owned());
-    let http_server = crate::http::serve(http, up, token.clone());
+    let http_server = crate::http::serve(http, up, feed, token.clone());
     tracing::info!(%grpc_addr, %http_addr, partitions = layout.partitions(), "crowd server listening");
 
     let trigger = token.clone();
