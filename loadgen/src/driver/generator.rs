@@ -19,7 +19,8 @@ use super::stats::Stats;
 use super::streams::Outgoing;
 use super::watchers::Freshness;
 
-/// How often the list of running trains (what queries ask about) is renewed.
+/// How often the list of running trains (what queries and watchers ask
+/// about) is renewed.
 const REFRESH_RUNNING: Duration = Duration::from_secs(1);
 
 /// Everything the sending loop needs.

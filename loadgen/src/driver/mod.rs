@@ -9,6 +9,7 @@
 //!
 //! - [`arrivals`]: schedules and Poisson arrival times (pure).
 //! - [`connect`]: connections to the target.
+//! - [`source`]: the simulator on a clock tied to the run.
 //! - [`generator`]: the sending loop.
 //! - [`streams`], [`watchers`], [`queries`], [`scoring`]: the clients.
 //! - [`stats`], [`progress`], [`summary`], [`assert`]: measuring and judging.
