@@ -12,7 +12,8 @@
 //! - [`source`]: the simulator on a clock tied to the run.
 //! - [`generator`]: the sending loop.
 //! - [`streams`], [`watchers`], [`queries`], [`scoring`]: the clients.
-//! - [`stats`], [`progress`], [`summary`], [`assert`]: measuring and judging.
+//! - [`stats`], [`progress`], [`summary`], [`assert`](mod@assert): measuring and
+//!   judging.
 
 pub mod arrivals;
 pub mod assert;
