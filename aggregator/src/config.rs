@@ -44,6 +44,9 @@ pub struct Config {
     /// every device weighs the same).
     #[arg(long, env = "CROWD_REPUTATION", default_value_t = true, action = clap::ArgAction::Set)]
     pub reputation: bool,
+    /// Serve Prometheus metrics on this address (`GET /metrics`); none by default.
+    #[arg(long, env = "CROWD_AGG_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// Failures injected on purpose by tests; never set from the command line.
     #[arg(skip)]
     pub faults: FaultInjection,
@@ -96,6 +99,7 @@ mod tests {
         assert_eq!(c.lease_ttl_ms, 5000);
         assert!(c.faults.crash_before_commit_of_batch.is_none());
         assert!(c.reputation);
+        assert!(c.metrics_addr.is_none());
         let p = c.estimator_params();
         assert_eq!(p.half_life_ms, 180_000);
         assert_eq!(p.window_ms, 900_000);

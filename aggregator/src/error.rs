@@ -10,6 +10,13 @@ pub enum AggregatorError {
     /// The Redis URL cannot be parsed.
     #[error("invalid redis url: {0}")]
     InvalidRedisUrl(#[source] redis::RedisError),
+    /// The metrics address cannot be bound.
+    #[error("cannot serve metrics on {addr}: {source}")]
+    MetricsAddr {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     /// A test asked the aggregator to die before committing a batch.
     #[error("injected crash before committing a batch")]
     InjectedCrash,

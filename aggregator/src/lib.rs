@@ -8,6 +8,7 @@
 //!   (`lease`), the consumer-group reader (`stream`), per-train state of owned
 //!   partitions (`partition`), the atomic per-partition commit (`commit`) and
 //!   the loop tying them together (`worker`).
+//! - `telemetry` names the metrics; `exposition` serves them (`--metrics-addr`).
 //!
 //! Exactly once: a batch's new states, estimates and the XACK of its entries
 //! are written by one fenced script, so a report either counts and is
@@ -20,6 +21,7 @@ pub mod reputation;
 
 mod backoff;
 mod commit;
+mod exposition;
 mod lease;
 mod partition;
 mod stream;
@@ -48,17 +50,35 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AggregatorError> {
+    // Before anything records a metric.
+    crowd_proto::metrics::prometheus();
     let stop = tokio_util::sync::CancellationToken::new();
+    let exposition = match config.metrics_addr {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| AggregatorError::MetricsAddr { addr, source })?;
+            tracing::info!(%addr, "serving metrics");
+            Some(tokio::spawn(exposition::serve(listener, stop.clone())))
+        }
+        None => None,
+    };
     let trigger = stop.clone();
     let watcher = tokio::spawn(async move {
         shutdown.await;
         trigger.cancel();
     });
-    let result = match worker::Worker::start(config, stop).await {
+    let result = match worker::Worker::start(config, stop.clone()).await {
         Ok(Some(mut w)) => w.run().await,
         Ok(None) => Ok(()),
         Err(e) => Err(e),
     };
     watcher.abort();
+    stop.cancel();
+    if let Some(task) = exposition
+        && let Ok(Err(e)) = task.await
+    {
+        tracing::warn!(error = %e, "metrics endpoint failed");
+    }
     result
 }

@@ -12,7 +12,8 @@ pub const BATCHES: &str = "crowd_aggregator_batches_total";
 pub const BATCH_SIZE: &str = "crowd_aggregator_batch_size";
 /// Commits that failed or were fenced (counter).
 pub const COMMIT_ERRORS: &str = "crowd_aggregator_commit_errors_total";
-/// Seconds between a batch's newest entry reaching Redis and its processing (gauge).
+/// Seconds between a batch's newest entry reaching Redis and its processing,
+/// labelled by `partition` (gauge).
 pub const LAG_SECONDS: &str = "crowd_aggregator_lag_seconds";
 /// Partitions this process owns (gauge).
 pub const PARTITIONS_OWNED: &str = "crowd_aggregator_partitions_owned";

@@ -305,7 +305,8 @@ impl Worker {
             })
             .collect();
         if let Some(newest) = reports.iter().map(|r| r.received_at_ms).max() {
-            metrics::gauge!(telemetry::LAG_SECONDS).set(now.saturating_sub(newest) as f64 / 1000.0);
+            metrics::gauge!(telemetry::LAG_SECONDS, "partition" => k.to_string())
+                .set(now.saturating_sub(newest) as f64 / 1000.0);
         }
 
         self.load_states(k, reports.iter().map(trip_of).collect())

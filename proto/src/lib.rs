@@ -7,11 +7,13 @@
 //! - [`layout`]: Redis key names and partitioning, shared by server and
 //!   aggregator so that they meet only in Redis.
 //! - [`codec`]: encoding of stream entries and published estimates.
+//! - [`metrics`]: the process-wide Prometheus registry behind `/metrics`.
 
 pub mod codec;
 pub mod domain;
 pub mod layout;
 pub mod level;
+pub mod metrics;
 pub mod validate;
 
 /// Generated protobuf code.

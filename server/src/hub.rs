@@ -138,6 +138,7 @@ impl Tail {
                         Some(Value::BulkString(bytes)) => match codec::decode_estimate(bytes) {
                             Ok(estimate) => {
                                 metrics::counter!("crowd_server_watch_changes_total").increment(1);
+                                record_age(&estimate);
                                 // No receivers is fine: nobody is watching.
                                 let _ = self.tx.send(Arc::new(estimate));
                             }
@@ -152,5 +153,16 @@ impl Tail {
                 }
             }
         }
+    }
+}
+
+/// Records how old the newest report of an estimate change is when the
+/// server sees it: report observed → aggregated → published → here.
+fn record_age(estimate: &OccupancyEstimate) {
+    if let Some(newest) = &estimate.newest_report_at {
+        let now = Utc::now();
+        let newest_ms = newest.seconds.saturating_mul(1000) + i64::from(newest.nanos / 1_000_000);
+        let age_ms = now.timestamp_millis().saturating_sub(newest_ms).max(0);
+        metrics::histogram!("crowd_server_estimate_age_seconds").record(age_ms as f64 / 1000.0);
     }
 }

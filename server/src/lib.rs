@@ -11,6 +11,7 @@
 //! - [`store`]: the Redis connection, every call bounded in time.
 //! - [`health`] + [`http`]: liveness for load balancers.
 //! - [`gtfs_rt`] + [`feed`] + [`fleet`]: the GTFS-Realtime feed for operators.
+//! - [`telemetry`]: Prometheus `/metrics` and the list of series.
 
 pub mod config;
 pub mod dedup;
@@ -26,6 +27,7 @@ pub mod ingest;
 pub mod queries;
 pub mod ratelimit;
 pub mod store;
+pub mod telemetry;
 pub mod watch;
 pub mod writer;
 

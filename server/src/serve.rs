@@ -42,6 +42,8 @@ pub async fn run(
             "using the development device secret; set CROWD_DEVICE_SECRET in production"
         );
     }
+    // Before anything records a metric.
+    let metrics = crate::telemetry::router();
     let token = CancellationToken::new();
     let layout = config.layout();
     let client = redis::Client::open(config.redis_url.as_str()).map_err(ServerError::RedisUrl)?;
@@ -123,7 +125,7 @@ pub async fn run(
                 .max_decoding_message_size(config.max_message_bytes),
         )
         .serve_with_incoming_shutdown(incoming, token.clone().cancelled_owned());
-    let http_server = crate::http::serve(http, up, feed, token.clone());
+    let http_server = crate::http::serve(http, up, feed.merge(metrics), token.clone());
     tracing::info!(%grpc_addr, %http_addr, partitions = layout.partitions(), "crowd server listening");
 
     let trigger = token.clone();

@@ -70,10 +70,16 @@ pub async fn bounded<T>(
 ) -> Result<T, StoreError> {
     match tokio::time::timeout(timeout, fut).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(source)) => Err(StoreError::Redis { op, source }),
-        Err(_) => Err(StoreError::Timeout {
-            op,
-            ms: timeout.as_millis(),
-        }),
+        Ok(Err(source)) => {
+            metrics::counter!("crowd_server_redis_errors_total", "op" => op).increment(1);
+            Err(StoreError::Redis { op, source })
+        }
+        Err(_) => {
+            metrics::counter!("crowd_server_redis_errors_total", "op" => op).increment(1);
+            Err(StoreError::Timeout {
+                op,
+                ms: timeout.as_millis(),
+            })
+        }
     }
 }

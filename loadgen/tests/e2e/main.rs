@@ -5,5 +5,6 @@ mod aggregation;
 mod feed;
 mod helpers;
 mod ingest;
+mod observability;
 mod queries;
 mod system;

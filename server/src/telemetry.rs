@@ -1,0 +1,45 @@
+//! `GET /metrics`: the server's Prometheus metrics, rendered from the
+//! process-wide registry of [`crowd_proto::metrics`].
+//!
+//! Series of the server (names are stable; dashboards rely on them):
+//!
+//! | name | type | what |
+//! |---|---|---|
+//! | `crowd_server_reports_accepted_total` | counter | reports written to Redis and acknowledged ACCEPTED |
+//! | `crowd_server_reports_rejected_total{reason}` | counter | reports answered REJECTED, by reason (`carriage_sequence`, `observed_at`, `rate_limit`, `unknown_trip`, ...) |
+//! | `crowd_server_reports_duplicate_total` | counter | reports answered DUPLICATE |
+//! | `crowd_server_reports_failed_total` | counter | admitted reports whose write failed (the client retries) |
+//! | `crowd_server_ack_seconds` | histogram | arrival of a report to its ACCEPTED ack |
+//! | `crowd_server_write_batch_size` | histogram | reports per XADD pipeline |
+//! | `crowd_server_write_batch_seconds` | histogram | time of one XADD pipeline |
+//! | `crowd_server_write_queue_depth` | gauge | reports waiting for a writer |
+//! | `crowd_server_write_queue_full_total` | counter | reports refused because the queue was full |
+//! | `crowd_server_write_errors_total` | counter | XADD pipelines that failed |
+//! | `crowd_server_redis_errors_total{op}` | counter | failed or timed-out Redis commands, by command |
+//! | `crowd_server_redis_up` | gauge | 1 while Redis answers the health check |
+//! | `crowd_server_watchers` | gauge | WatchOccupancy calls connected |
+//! | `crowd_server_watch_changes_total` | counter | estimate changes read from the update streams |
+//! | `crowd_server_estimate_age_seconds` | histogram | age of the newest report in each estimate change, when the server sees it |
+//! | `crowd_server_rate_limit_overflow_total` | counter | devices not tracked because the rate table was full |
+
+use axum::Router;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+/// Path of the metrics endpoint.
+pub const PATH: &str = "/metrics";
+
+/// The `/metrics` route, to merge into the HTTP router. Installs the
+/// process-wide registry if nothing did yet.
+pub fn router() -> Router {
+    crowd_proto::metrics::prometheus();
+    Router::new().route(PATH, get(metrics))
+}
+
+async fn metrics() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, crowd_proto::metrics::CONTENT_TYPE)],
+        crowd_proto::metrics::render(),
+    )
+}
