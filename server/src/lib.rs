@@ -10,6 +10,7 @@
 //! - [`queries`] + [`estimates`] + [`watch`] + [`hub`]: the read path.
 //! - [`store`]: the Redis connection, every call bounded in time.
 //! - [`health`] + [`http`]: liveness for load balancers.
+//! - [`web`]: the live crowding page for riders and operators.
 //! - [`gtfs_rt`] + [`feed`] + [`fleet`]: the GTFS-Realtime feed for operators.
 //! - [`telemetry`]: Prometheus `/metrics` and the list of series.
 
@@ -29,6 +30,7 @@ pub mod ratelimit;
 pub mod store;
 pub mod telemetry;
 pub mod watch;
+pub mod web;
 pub mod writer;
 
 mod serve;

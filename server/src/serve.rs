@@ -97,6 +97,13 @@ pub async fn run(
         estimates: estimates.clone(),
         cars: std::sync::Arc::new(config.cars_per_route.clone()),
     });
+    let web = crate::web::router(crate::web::Web {
+        estimates: estimates.clone(),
+        hub: hub.clone(),
+        lines: std::sync::Arc::new(crate::web::Lines::default()),
+        cars: std::sync::Arc::new(config.cars_per_route.clone()),
+        shutdown: token.clone(),
+    });
     let queries = Queries {
         estimates,
         hub,
@@ -125,7 +132,7 @@ pub async fn run(
                 .max_decoding_message_size(config.max_message_bytes),
         )
         .serve_with_incoming_shutdown(incoming, token.clone().cancelled_owned());
-    let http_server = crate::http::serve(http, up, feed.merge(metrics), token.clone());
+    let http_server = crate::http::serve(http, up, feed.merge(web).merge(metrics), token.clone());
     tracing::info!(%grpc_addr, %http_addr, partitions = layout.partitions(), "crowd server listening");
 
     let trigger = token.clone();

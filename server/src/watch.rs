@@ -42,7 +42,10 @@ impl Filter {
     }
 
     /// The current estimates of everything watched, each train once.
-    async fn snapshot(&self, estimates: &Estimates) -> Result<Vec<OccupancyEstimate>, StoreError> {
+    pub async fn snapshot(
+        &self,
+        estimates: &Estimates,
+    ) -> Result<Vec<OccupancyEstimate>, StoreError> {
         let trips: Vec<TripKey> = self.trips.iter().cloned().collect();
         let mut found = estimates.get(&trips).await?;
         if !self.route_id.is_empty() {
