@@ -1,1 +1,64 @@
-fn main() {}
+//! The aggregator's per-report and per-batch costs: one estimator update on a
+//! busy train, and the encoding of one batch commit's worth of state.
+
+use std::hint::black_box;
+
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use prost::Message;
+
+use crowd_aggregator::estimator::{self, Params};
+use crowd_aggregator::reputation::{Reputation, judge};
+use crowd_benches::{NOW_MS, busy_train, stored_report};
+use crowd_proto::codec::encode_estimate;
+
+/// Observations on the benchmarked train: a busy commuter train.
+const OBSERVATIONS: u64 = 50;
+/// Trains in one batch commit.
+const TRAINS_PER_COMMIT: u64 = 100;
+
+/// Judge the report, fold it in, prune and recompute the estimate: what the
+/// aggregator does for every report (the estimate once per train per batch).
+fn update(c: &mut Criterion) {
+    let params = Params::default();
+    let reputation = Reputation::new();
+    let state = busy_train(1, OBSERVATIONS);
+    let report = stored_report(1 + 400 * 10_000);
+    c.bench_function("estimator/update_50_observations", |b| {
+        b.iter_batched_ref(
+            || state.clone(),
+            |state| {
+                let verdict = judge(state, &report, NOW_MS, &params, &reputation);
+                estimator::apply(state, &report, &params);
+                estimator::prune(state, NOW_MS, &params);
+                let estimate = estimator::estimate(state, NOW_MS, &params, &reputation);
+                black_box((verdict, estimate))
+            },
+            BatchSize::SmallInput,
+        )
+    });
+}
+
+/// Encodes state and estimate of every train of one batch commit.
+fn commit_encoding(c: &mut Criterion) {
+    let params = Params::default();
+    let trains: Vec<_> = (0..TRAINS_PER_COMMIT)
+        .map(|t| {
+            let state = busy_train(t, OBSERVATIONS);
+            let estimate = estimator::estimate(&state, NOW_MS, &params, &estimator::UniformTrust)
+                .expect("a busy train has an estimate");
+            (state, estimate)
+        })
+        .collect();
+    c.bench_function("commit/encode_100_trains", |b| {
+        b.iter(|| {
+            let encoded: Vec<(Vec<u8>, Vec<u8>)> = trains
+                .iter()
+                .map(|(state, estimate)| (state.encode_to_vec(), encode_estimate(estimate)))
+                .collect();
+            black_box(encoded)
+        })
+    });
+}
+
+criterion_group!(benches, update, commit_encoding);
+criterion_main!(benches);
