@@ -21,6 +21,8 @@ const state = {
   trains: new Map(),   // key -> { train, receivedAt, fraction, direction }
   selected: null,      // key of the train shown in the detail view
   source: null,
+  drawnAt: 0,          // when the line was last drawn: newer changes glow
+  drawPending: false,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -101,7 +103,8 @@ function atStation(stations, entry) {
 
 // ---- state updates -----------------------------------------------------
 
-function upsert(train) {
+/** Takes in a train's new estimate; `changed` makes it glow once. */
+function upsert(train, changed) {
   const key = keyOf(train);
   const previous = state.trains.get(key);
   const stations = state.line ? state.line.stations : [];
@@ -111,7 +114,8 @@ function upsert(train) {
     const moved = fraction - previous.fraction;
     if (Math.abs(moved) > 0.02) direction = Math.sign(moved);
   }
-  state.trains.set(key, { train, receivedAt: Date.now(), fraction, direction, changed: Date.now() });
+  const changedAt = changed ? Date.now() : previous ? previous.changedAt : 0;
+  state.trains.set(key, { train, receivedAt: Date.now(), fraction, direction, changedAt });
 }
 
 function replaceAll(trains) {
@@ -120,7 +124,7 @@ function replaceAll(trains) {
   for (const t of trains) {
     const old = previous.get(keyOf(t));
     if (old) state.trains.set(keyOf(t), old);
-    upsert(t);
+    upsert(t, false);
   }
 }
 
@@ -134,8 +138,21 @@ function dropStale() {
 
 // ---- rendering ----------------------------------------------------------
 
+/**
+ * Cars of a train: the configured length, else the longest train seen on the
+ * route, so that cars nobody reported on still show (greyed).
+ */
+function carCount(train) {
+  let n = Math.max(train.car_count || 0, (state.line && state.line.car_count) || 0);
+  if (n > 0) return n;
+  for (const entry of state.trains.values()) {
+    for (const c of entry.train.cars) n = Math.max(n, c.car);
+  }
+  return n;
+}
+
 function carBars(train) {
-  const count = Math.max(train.car_count || 0, ...train.cars.map((c) => c.car), 0);
+  const count = carCount(train);
   const byCar = new Map(train.cars.map((c) => [c.car, c]));
   const bars = [];
   for (let n = 1; n <= count; n++) {
@@ -174,7 +191,7 @@ function trainCard(entry) {
       el("span", { class: `badge lv-${lv}`, text: lv ? String(lv) : "–" }),
       ` ${LABELS[lv]}`)),
   carBars(t));
-  if (Date.now() - entry.changed < 1000) card.classList.add("flash");
+  if (entry.changedAt > state.drawnAt) card.classList.add("flash");
   return card;
 }
 
@@ -183,7 +200,11 @@ function sortedEntries() {
 }
 
 function renderLine() {
-  const root = $("line");
+  drawLine($("line"));
+  state.drawnAt = Date.now();
+}
+
+function drawLine(root) {
   const entries = sortedEntries();
   const stations = state.line ? state.line.stations : [];
   const title = el("h2", { text: state.line ? `${state.line.name} · ${entries.length} train${entries.length === 1 ? "" : "s"} reported` : "" });
@@ -245,7 +266,7 @@ function renderDetail() {
   }
   const t = entry.train;
   const lv = levelOf(t.level);
-  const count = Math.max(t.car_count || 0, ...t.cars.map((c) => c.car), 0);
+  const count = carCount(t);
   const byCar = new Map(t.cars.map((c) => [c.car, c]));
   const best = emptiestCar(t.cars);
   const rows = [];
@@ -289,6 +310,16 @@ function render() {
   renderDetail();
 }
 
+/** Draws once per frame however many events arrived in it. */
+function scheduleRender() {
+  if (state.drawPending) return;
+  state.drawPending = true;
+  requestAnimationFrame(() => {
+    state.drawPending = false;
+    render();
+  });
+}
+
 /** Once a second: drop trains gone silent, refresh the ages shown. */
 function tick() {
   const before = state.trains.size;
@@ -319,11 +350,11 @@ function connect() {
   source.addEventListener("snapshot", (e) => {
     setStatus("live");
     replaceAll(JSON.parse(e.data));
-    render();
+    scheduleRender();
   });
   source.addEventListener("train", (e) => {
-    upsert(JSON.parse(e.data));
-    render();
+    upsert(JSON.parse(e.data), true);
+    scheduleRender();
   });
   source.addEventListener("error", () => {
     if (state.source !== source) return;
