@@ -4,9 +4,11 @@
 //! - [`score`]: compares published estimates with that truth.
 //! - [`driver`]: the open-loop load driver behind `loadgen run`.
 //! - [`demo`]: `loadgen demo`, the whole system on one machine.
+//! - [`bench`]: `loadgen bench`, the end-to-end benchmark runner.
 //! - [`redis_process`] and [`stack`]: private redis-server processes and
 //!   in-process servers and aggregators, for the demo and for tests.
 
+pub mod bench;
 pub mod demo;
 pub mod driver;
 pub mod redis_process;

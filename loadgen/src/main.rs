@@ -4,11 +4,12 @@
 //!   summary, optionally writes it as JSON, and exits non-zero when the run
 //!   is invalid or misses a threshold.
 //! - `loadgen demo`: the whole system on one machine with simulated riders.
+//! - `loadgen bench`: the end-to-end benchmark; writes JSON and markdown.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use crowd_loadgen::{demo, driver};
+use crowd_loadgen::{bench, demo, driver};
 
 #[derive(Debug, Parser)]
 #[command(name = "loadgen", version, about = "Load generator and demo for crowd")]
@@ -37,6 +38,11 @@ enum Command {
     Run(Box<driver::RunArgs>),
     /// Run the whole system locally and watch estimates follow the truth.
     Demo(demo::DemoArgs),
+    /// Measure the system on this machine: store ceiling, sustained rates
+    /// (firehose and sparse), the aggregator alone, latency at half load,
+    /// CPU and memory. Prints a markdown table and writes JSON and markdown
+    /// under --out.
+    Bench(bench::BenchArgs),
 }
 
 #[tokio::main]
@@ -51,6 +57,10 @@ async fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Run(args) => run(*args).await,
         Command::Demo(args) => demo::run(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Bench(args) => bench::run(args).await.map(|report| {
+            print!("{}", report.markdown());
+            ExitCode::SUCCESS
+        }),
     };
     result.unwrap_or_else(|error| {
         eprintln!("loadgen: {error:#}");

@@ -1,0 +1,341 @@
+//! `loadgen bench`: the end-to-end benchmark runner. In one run on one
+//! machine it measures
+//!
+//! 1. the store's ceiling (`redis-benchmark` XADDs of report size),
+//! 2. the highest sustained rate of the whole system, firehose (few
+//!    streams) and sparse (thousands of streams), by a step search,
+//! 3. the aggregator alone draining a pre-filled stream,
+//! 4. freshness and `GetOccupancy` latency at half the sustained rate,
+//! 5. CPU and memory of each process, Redis memory per train,
+//!
+//! then prints the ratios and writes JSON and a markdown table.
+//!
+//! - [`ceiling`], [`probe`], [`drain`]: the measurements.
+//! - [`search`]: the step search over rates (pure).
+//! - [`observe`], [`resources`]: reading Redis and `/proc`.
+//! - [`report`]: results, targets and their markdown.
+
+pub mod ceiling;
+pub mod drain;
+pub mod observe;
+pub mod probe;
+pub mod report;
+pub mod resources;
+pub mod search;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{NaiveDateTime, Utc};
+
+use crowd_proto::domain::DeviceHasher;
+use crowd_proto::validate::{Limits, validate_report};
+
+use crate::driver::source::Source;
+use probe::{Probe, ProbePlan};
+use report::{BenchReport, Ratios, Search};
+use search::StepSearch;
+
+/// Flags of `loadgen bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// A short run (about a minute): fewer, shorter probes.
+    #[arg(long)]
+    pub quick: bool,
+    /// Where the JSON and markdown results go.
+    #[arg(long, default_value = "artifacts/bench")]
+    pub out: PathBuf,
+    /// Streams of the firehose mode (few streams, many reports each).
+    #[arg(long, default_value_t = 8)]
+    pub firehose_streams: usize,
+    /// Streams of the sparse mode (default 10000, 5000 with --quick).
+    #[arg(long)]
+    pub sparse_streams: Option<usize>,
+    /// First rate of each step search, reports/s.
+    #[arg(long, default_value_t = 10_000.0)]
+    pub start_rate: f64,
+    /// Length of each probe's sending phase (default 10s, 3s with --quick).
+    #[arg(long, value_parser = crate::driver::arrivals::parse_duration)]
+    pub probe_duration: Option<Duration>,
+    /// Probes per step search (default 7, 4 with --quick).
+    #[arg(long)]
+    pub max_probes: Option<usize>,
+    /// Reports pre-filled for the aggregator drain (default 500000, 100000
+    /// with --quick).
+    #[arg(long)]
+    pub drain_reports: Option<u64>,
+}
+
+/// The settings of one run, defaults resolved.
+#[derive(Debug, Clone)]
+struct Settings {
+    sparse_streams: usize,
+    probe_duration: Duration,
+    max_probes: usize,
+    drain_reports: u64,
+    ceiling_requests: u64,
+    query_rate: f64,
+    watchers: usize,
+}
+
+impl BenchArgs {
+    fn settings(&self) -> Settings {
+        let quick = self.quick;
+        Settings {
+            sparse_streams: self
+                .sparse_streams
+                .unwrap_or(if quick { 5_000 } else { 10_000 }),
+            probe_duration: self.probe_duration.unwrap_or(Duration::from_secs(if quick {
+                3
+            } else {
+                10
+            })),
+            max_probes: self.max_probes.unwrap_or(if quick { 4 } else { 7 }),
+            drain_reports: self
+                .drain_reports
+                .unwrap_or(if quick { 100_000 } else { 500_000 }),
+            ceiling_requests: if quick { 300_000 } else { 2_000_000 },
+            query_rate: if quick { 200.0 } else { 500.0 },
+            watchers: 4,
+        }
+    }
+}
+
+/// Trains of the aggregator drain: a rush hour on a large network.
+const DRAIN_TRAINS: u64 = 500;
+/// Length each reports stream is trimmed to, as the server does by default.
+const STREAM_MAXLEN: u64 = 1_000_000;
+
+/// Runs every measurement, writes the results under `--out` and returns them.
+pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
+    let settings = args.settings();
+    let started_at = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let machine = resources::Machine::detect();
+    let build_profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    if build_profile == "debug" {
+        eprintln!("bench: this is a debug build; its numbers mean little (use --release)");
+    }
+    eprintln!(
+        "bench: {} cores, {}, load average {:?}",
+        machine.cores, machine.cpu_model, machine.load_average_at_start
+    );
+
+    let entry_bytes = real_entry_bytes()?;
+    eprintln!("bench: store ceiling (redis-benchmark, {entry_bytes} B entries)...");
+    let requests = settings.ceiling_requests;
+    let ceiling =
+        tokio::task::spawn_blocking(move || ceiling::measure(entry_bytes, requests, STREAM_MAXLEN))
+            .await??;
+    eprintln!("bench:   {:.0} XADD/s", ceiling.xadd_per_sec);
+
+    let firehose = step_search(
+        "firehose",
+        args.firehose_streams,
+        args.start_rate,
+        &settings,
+    )
+    .await?;
+    let sparse = step_search(
+        "sparse",
+        settings.sparse_streams,
+        args.start_rate,
+        &settings,
+    )
+    .await?;
+
+    eprintln!(
+        "bench: aggregator alone, draining {} reports...",
+        settings.drain_reports
+    );
+    let drain = drain::measure(settings.drain_reports, DRAIN_TRAINS).await?;
+    eprintln!(
+        "bench:   {:.0} reports/s, {} per CPU second, {} of {} counted",
+        drain.reports_per_sec,
+        drain
+            .reports_per_cpu_sec
+            .map_or("n/a".to_owned(), |r| format!("{r:.0}")),
+        drain.counted,
+        drain.reports
+    );
+
+    let half_rate = (firehose.sustained_rate / 2.0).max(100.0);
+    eprintln!("bench: half load, {half_rate:.0}/s with queries...");
+    let half_load = probe::run(&ProbePlan {
+        mode: "half-load",
+        rate: half_rate,
+        streams: args.firehose_streams,
+        duration: settings.probe_duration.max(Duration::from_secs(5)),
+        watchers: settings.watchers,
+        query_rate: settings.query_rate,
+        measure_memory: true,
+    })
+    .await?;
+    log_probe(&half_load);
+
+    let redis_version = redis_version().unwrap_or_default();
+    let ratios = Ratios::of(
+        ceiling.xadd_per_sec,
+        firehose.sustained_rate,
+        sparse.sustained_rate,
+        drain.reports_per_sec,
+    );
+    let targets = report::targets(
+        ceiling.xadd_per_sec,
+        firehose.sustained_rate,
+        &sparse,
+        &drain,
+        &half_load,
+    );
+    let report = BenchReport {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        build_profile: build_profile.to_owned(),
+        started_at,
+        quick: args.quick,
+        machine,
+        redis_version,
+        entry_bytes,
+        ceiling,
+        firehose,
+        sparse,
+        drain,
+        half_load,
+        ratios,
+        targets,
+    };
+    write(&report, &args.out)?;
+    Ok(report)
+}
+
+/// Finds the highest sustained rate of one mode.
+async fn step_search(
+    mode: &'static str,
+    streams: usize,
+    start_rate: f64,
+    settings: &Settings,
+) -> anyhow::Result<Search> {
+    eprintln!("bench: {mode} step search ({streams} streams)...");
+    let mut search = StepSearch::new(start_rate, 2.0, 0.15, settings.max_probes);
+    let mut probes: Vec<Probe> = Vec::new();
+    while let Some(rate) = search.next_rate() {
+        let probe = probe::run(&ProbePlan {
+            mode,
+            rate: rate.round(),
+            streams,
+            duration: settings.probe_duration,
+            watchers: settings.watchers,
+            query_rate: 0.0,
+            measure_memory: false,
+        })
+        .await?;
+        log_probe(&probe);
+        search.record(rate, probe.passed);
+        probes.push(probe);
+    }
+    let sustained_rate = search.best().unwrap_or(0.0);
+    let best = probes
+        .iter()
+        .rfind(|p| p.passed && (p.rate - sustained_rate.round()).abs() < 1.0)
+        .cloned();
+    Ok(Search {
+        streams,
+        sustained_rate: sustained_rate.round(),
+        best,
+        probes,
+    })
+}
+
+fn log_probe(p: &Probe) {
+    eprintln!(
+        "bench:   {} {:.0}/s offered, {:.0}/s acked, ack p99 {:.1} ms, freshness p99 {:.1} ms, backlog max {}: {}",
+        p.mode,
+        p.rate,
+        p.achieved_rate,
+        p.ack_p99_ms,
+        p.freshness_p99_ms,
+        p.max_backlog,
+        if p.passed {
+            "sustained".to_owned()
+        } else {
+            p.why.join("; ")
+        }
+    );
+}
+
+/// The size of a real stream entry: a simulated rider's report, validated
+/// and encoded as the server stores it.
+fn real_entry_bytes() -> anyhow::Result<usize> {
+    let today = Utc::now().date_naive();
+    let start = NaiveDateTime::new(
+        today,
+        chrono::NaiveTime::from_hms_opt(7, 30, 0).context("valid time")?,
+    );
+    let source = Source::new(crate::sim::Scenario::honest(), 1, start, 1.0);
+    let now = Utc::now();
+    let raw = source
+        .report(Duration::ZERO, now)
+        .context("no simulated train runs at 07:30")?;
+    let report = validate_report(&raw, &Limits::default(), &DeviceHasher::new("bench"), now)
+        .map_err(|e| anyhow::anyhow!("simulated report rejected: {e}"))?;
+    Ok(crowd_proto::codec::encode_report(&report, now).len())
+}
+
+/// `redis-server --version`, e.g. `v=7.0.15`.
+fn redis_version() -> Option<String> {
+    let out = std::process::Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .find_map(|w| w.strip_prefix("v="))
+        .map(str::to_owned)
+}
+
+/// Writes `bench.json` and `bench.md` under `dir`.
+fn write(report: &BenchReport, dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let json = dir.join("bench.json");
+    std::fs::write(&json, serde_json::to_string_pretty(report)? + "\n")
+        .with_context(|| format!("writing {}", json.display()))?;
+    let md = dir.join("bench.md");
+    std::fs::write(&md, report.markdown()).with_context(|| format!("writing {}", md.display()))?;
+    eprintln!("bench: wrote {} and {}", json.display(), md.display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quick_settings_are_smaller() {
+        let parse = |flags: &[&str]| {
+            #[derive(clap::Parser)]
+            struct Cli {
+                #[command(flatten)]
+                args: BenchArgs,
+            }
+            <Cli as clap::Parser>::parse_from(std::iter::once("bench").chain(flags.iter().copied()))
+                .args
+                .settings()
+        };
+        let full = parse(&[]);
+        let quick = parse(&["--quick"]);
+        assert_eq!(full.sparse_streams, 10_000);
+        assert_eq!(quick.sparse_streams, 5_000);
+        assert!(quick.probe_duration < full.probe_duration);
+        assert!(quick.drain_reports < full.drain_reports);
+        assert_eq!(parse(&["--sparse-streams", "6000"]).sparse_streams, 6_000);
+    }
+
+    #[test]
+    fn a_real_entry_has_a_plausible_size() {
+        let n = real_entry_bytes().unwrap();
+        assert!((40..400).contains(&n), "{n}");
+    }
+}
