@@ -2,7 +2,8 @@
 //! per-car occupancy estimates.
 //!
 //! - [`estimator`]: the pure model (no I/O, time passed in).
-//! - [`reputation`]: device trust learnt from agreement with consensus.
+//! - [`reputation`]: device trust learnt from agreement with consensus,
+//!   shared through Redis by `reputation_store`.
 //! - [`config`]: flags and environment.
 //! - the rest is the Redis side: partition leases with fencing tokens
 //!   (`lease`), the consumer-group reader (`stream`), per-train state of owned
@@ -24,6 +25,7 @@ mod commit;
 mod exposition;
 mod lease;
 mod partition;
+mod reputation_store;
 mod stream;
 mod telemetry;
 mod worker;

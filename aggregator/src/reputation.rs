@@ -10,7 +10,9 @@
 //! a proven one at most [`MAX_TRUST`], a proven liar at least [`MIN_TRUST`], so
 //! a newcomer neither dominates nor is ignored.
 //!
-//! Pure and in memory: it is soft state, rebuilt as reports flow.
+//! Pure and in memory; the aggregator shares scores through Redis as soft
+//! state (`reputation_store`), so a restart or another aggregator does not
+//! start from scratch.
 
 use std::collections::HashMap;
 
@@ -20,9 +22,9 @@ use crowd_proto::pb::store::{StoredReport, TrainState};
 use crate::estimator::{self, Consensus, Params, Trust};
 
 /// Lowest score: trust `2^-3` = 1/8.
-const MIN_SCORE: f64 = -12.0;
+pub const MIN_SCORE: f64 = -12.0;
 /// Highest score: trust `2^2` = 4.
-const MAX_SCORE: f64 = 8.0;
+pub const MAX_SCORE: f64 = 8.0;
 /// Score steps per doubling of trust.
 const SCORE_PER_DOUBLING: f64 = 4.0;
 /// Trust of a proven liar.
@@ -99,13 +101,34 @@ impl Reputation {
         Reputation::default()
     }
 
-    /// Moves `device`'s score after a verdict on one of its reports.
-    pub fn record(&mut self, device: u64, verdict: Verdict) {
+    /// Moves `device`'s score after a verdict on one of its reports and
+    /// returns by how much it moved (0 at a bound).
+    pub fn record(&mut self, device: u64, verdict: Verdict) -> f64 {
+        self.make_room_for(device);
+        let score = self.scores.entry(device).or_insert(0.0);
+        let before = *score;
+        *score = (before + verdict.score_change()).clamp(MIN_SCORE, MAX_SCORE);
+        *score - before
+    }
+
+    /// Whether the device's score is in memory (known, or learnt to be new).
+    pub fn knows(&self, device: u64) -> bool {
+        self.scores.contains_key(&device)
+    }
+
+    /// Remembers a score read back from storage (0 for a device never seen);
+    /// out-of-range or non-finite values are brought back within bounds.
+    pub fn remember(&mut self, device: u64, score: f64) {
+        self.make_room_for(device);
+        let score = if score.is_finite() { score } else { 0.0 };
+        self.scores
+            .insert(device, score.clamp(MIN_SCORE, MAX_SCORE));
+    }
+
+    fn make_room_for(&mut self, device: u64) {
         if self.scores.len() >= MAX_DEVICES && !self.scores.contains_key(&device) {
             self.forget_neutral();
         }
-        let score = self.scores.entry(device).or_insert(0.0);
-        *score = (*score + verdict.score_change()).clamp(MIN_SCORE, MAX_SCORE);
     }
 
     /// The device's score (0 for a device never judged).
@@ -297,6 +320,21 @@ mod tests {
             r.record(7, v);
         }
         assert!(r.weight(7) > 2.0, "{}", r.weight(7));
+    }
+
+    #[test]
+    fn remembered_scores_are_bounded_and_changes_reported() {
+        let mut r = Reputation::new();
+        assert!(!r.knows(5));
+        r.remember(5, 1e9);
+        assert!(r.knows(5));
+        assert_eq!(r.score(5), MAX_SCORE);
+        assert_eq!(r.record(5, Verdict::Agrees), 0.0);
+        assert_eq!(r.record(5, Verdict::Contradicts), -2.0);
+        r.remember(6, f64::NAN);
+        assert_eq!(r.score(6), 0.0);
+        r.remember(7, -1e9);
+        assert_eq!(r.weight(7), MIN_TRUST);
     }
 
     #[test]

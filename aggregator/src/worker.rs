@@ -27,6 +27,7 @@ use crate::estimator::{self, Applied, Params};
 use crate::lease::Leases;
 use crate::partition::{Partition, Phase, Train};
 use crate::reputation::{Reputation, judge};
+use crate::reputation_store::ReputationStore;
 use crate::stream::{self, Entry, From};
 use crate::{AggregatorError, Config, telemetry};
 
@@ -66,6 +67,10 @@ pub(crate) struct Worker {
     owned: BTreeMap<u16, Partition>,
     /// Trust of devices; stays empty (everybody weighs 1) when disabled.
     reputation: Reputation,
+    /// Where reputation is shared with other aggregators and restarts.
+    reputation_store: ReputationStore,
+    /// Score changes not yet added to the shared scores.
+    reputation_changes: HashMap<u64, f64>,
     /// Non-empty batches read so far (for fault injection).
     batches: u64,
     next_lease_at: Instant,
@@ -111,6 +116,8 @@ impl Worker {
             reader,
             owned: BTreeMap::new(),
             reputation: Reputation::new(),
+            reputation_store: ReputationStore::new(),
+            reputation_changes: HashMap::new(),
             batches: 0,
             next_lease_at: now,
             next_sweep_at: now,
@@ -266,6 +273,7 @@ impl Worker {
                 first_error.get_or_insert(e);
             }
         }
+        self.share_reputation().await;
         match first_error {
             Some(e) => Err(CycleError::Redis(e)),
             None => Ok(()),
@@ -311,6 +319,9 @@ impl Worker {
 
         self.load_states(k, reports.iter().map(trip_of).collect())
             .await?;
+        if self.config.reputation {
+            self.load_reputation(k, &reports).await;
+        }
 
         let Some(partition) = self.owned.get_mut(&k) else {
             return Ok(BTreeSet::new());
@@ -330,7 +341,8 @@ impl Worker {
                 Applied::Counted => {
                     metrics::counter!(telemetry::REPORTS_APPLIED).increment(1);
                     if let Some(v) = verdict {
-                        self.reputation.record(r.device, v);
+                        let delta = self.reputation.record(r.device, v);
+                        *self.reputation_changes.entry(r.device).or_default() += delta;
                     }
                     touched.insert(key);
                 }
@@ -344,6 +356,41 @@ impl Worker {
             }
         }
         Ok(touched)
+    }
+
+    /// Reads the scores of the devices that judging and estimating these
+    /// reports' trains will weigh. Soft state: on failure, unknown devices
+    /// weigh 1 for now and are read again next time.
+    async fn load_reputation(&mut self, k: u16, reports: &[StoredReport]) {
+        let Some(partition) = self.owned.get(&k) else {
+            return;
+        };
+        let mut devices: Vec<u64> = reports.iter().map(|r| r.device).collect();
+        for r in reports {
+            if let Some(train) = partition.trains.get(&trip_of(r).canonical()) {
+                devices.extend(train.state.observations.iter().map(|o| o.device));
+            }
+        }
+        let loaded = self
+            .reputation_store
+            .load(&mut self.cmd, &mut self.reputation, devices)
+            .await;
+        if let Err(e) = loaded {
+            metrics::counter!(telemetry::REDIS_ERRORS).increment(1);
+            tracing::warn!(error = %e, "cannot read device reputation; using defaults");
+        }
+    }
+
+    /// Adds this batch's reputation changes to the shared scores (best effort).
+    async fn share_reputation(&mut self) {
+        if self.reputation_changes.is_empty() {
+            return;
+        }
+        let changes = std::mem::take(&mut self.reputation_changes);
+        if let Err(e) = self.reputation_store.add(&mut self.cmd, &changes).await {
+            metrics::counter!(telemetry::REDIS_ERRORS).increment(1);
+            tracing::warn!(error = %e, devices = changes.len(), "cannot share device reputation");
+        }
     }
 
     /// Reads the committed state of trains not yet in memory (one MGET).

@@ -15,6 +15,7 @@
 //! | `crowd:{k}:geo` | geo set | aggregator | last known position of each active train |
 //! | `crowd:{k}:lease` | string | aggregator | owner token of partition k (fencing) |
 //! | `crowd:{k}:fence` | counter | aggregator | source of monotonically rising lease tokens |
+//! | `crowd:reputation` | hash | aggregator | device trust scores (field: device hash, hex) |
 //!
 //! The geo index is per partition (not one global key) so the aggregator can
 //! update it inside the same atomic, single-slot commit as the estimate.
@@ -32,6 +33,9 @@ pub const CONSUMER: &str = "owner";
 pub const REPORT_FIELD: &str = "r";
 /// Stream entry field holding an encoded `OccupancyEstimate`.
 pub const ESTIMATE_FIELD: &str = "e";
+/// Hash of device reputation scores, shared by all partitions: soft state
+/// (field: the device hash as 16 hex digits, value: the score).
+pub const REPUTATION: &str = "crowd:reputation";
 /// Default number of partitions.
 pub const DEFAULT_PARTITIONS: u16 = 16;
 

@@ -646,3 +646,42 @@ async fn the_aggregator_rides_out_a_redis_restart() {
     );
     aggregator.shutdown().await.expect("clean shutdown");
 }
+
+#[tokio::test]
+async fn device_reputation_is_learnt_and_shared_through_redis() {
+    let redis = RedisServer::start();
+    let mut con = connect(&redis).await;
+    let t = trip("AGG-TRUST");
+    // Two riders agree; a third agrees with them, a fourth contradicts them.
+    for (device, level) in [
+        (1, Level::Full),
+        (2, Level::Full),
+        (3, Level::Full),
+        (4, Level::Empty),
+    ] {
+        append(
+            &mut con,
+            &stored(&format!("t{device}"), device, &t, 1, level),
+        )
+        .await;
+    }
+    let aggregator = spawn(config(&redis, &[]));
+    wait_for_state(&mut con, &t, Duration::from_secs(5), |s| {
+        s.reports_counted == 4
+    })
+    .await;
+    aggregator.shutdown().await.expect("clean shutdown");
+
+    let scores: Vec<Option<f64>> = redis::cmd("HMGET")
+        .arg(crowd_proto::layout::REPUTATION)
+        .arg(format!("{:016x}", 1u64))
+        .arg(format!("{:016x}", 3u64))
+        .arg(format!("{:016x}", 4u64))
+        .query_async(&mut con)
+        .await
+        .expect("HMGET");
+    // The first rider had nobody to agree with: not judged.
+    assert_eq!(scores[0], None);
+    assert!(scores[1].is_some_and(|s| s > 0.0), "{scores:?}");
+    assert!(scores[2].is_some_and(|s| s < 0.0), "{scores:?}");
+}
