@@ -11,7 +11,8 @@
 //! - **How much a report weighs.** `trust(device) × 0.5^(age / half_life)`:
 //!   a report loses half its weight every half-life, and reports older than the
 //!   window (or implausibly far in the future) do not count at all. Trust is a
-//!   pluggable per-device function; it is 1 for everybody by default.
+//!   pluggable per-device function ([`Trust`]): [`UniformTrust`] weighs
+//!   everybody 1, [`Reputation`](crate::reputation::Reputation) learns it.
 //! - **The level** is the weighted median of the levels, so a minority of wrong
 //!   or hostile riders cannot drag it: they would need half the weight.
 //! - **The percentage** is the weighted mean of the reported percentages,
