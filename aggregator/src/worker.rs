@@ -365,9 +365,10 @@ impl Worker {
         let Some(partition) = self.owned.get(&k) else {
             return;
         };
+        let trains: BTreeSet<String> = reports.iter().map(|r| trip_of(r).canonical()).collect();
         let mut devices: Vec<u64> = reports.iter().map(|r| r.device).collect();
-        for r in reports {
-            if let Some(train) = partition.trains.get(&trip_of(r).canonical()) {
+        for key in &trains {
+            if let Some(train) = partition.trains.get(key) {
                 devices.extend(train.state.observations.iter().map(|o| o.device));
             }
         }
