@@ -1,6 +1,7 @@
-//! Compiles `crowd/v1` (gRPC API), `crowd/store/v1` (Redis records) and the
-//! vendored GTFS-Realtime schema (the operators' feed) with a
-//! vendored protoc, so a fresh machine needs no system protobuf compiler.
+//! Compiles `crowd/v1` (gRPC API: rider and operator services),
+//! `crowd/store/v1` (Redis records) and the vendored GTFS-Realtime schema
+//! (the operators' feed) with a vendored protoc, so a fresh machine needs no
+//! system protobuf compiler.
 
 use std::path::PathBuf;
 
@@ -19,6 +20,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             config,
             &[
                 PathBuf::from("crowd/v1/crowd.proto"),
+                PathBuf::from("crowd/v1/operator.proto"),
                 PathBuf::from("crowd/store/v1/store.proto"),
                 PathBuf::from("gtfs-realtime/gtfs-realtime.proto"),
             ],

@@ -5,6 +5,7 @@
 //!   is invalid or misses a threshold.
 //! - `loadgen demo`: the whole system on one machine with simulated riders.
 //! - `loadgen bench`: the end-to-end benchmark; writes JSON and markdown.
+//! - `loadgen sample-gtfs --out DIR`: the sample network as a GTFS feed.
 
 use std::process::ExitCode;
 
@@ -43,6 +44,12 @@ enum Command {
     /// CPU and memory. Prints a markdown table and writes JSON and markdown
     /// under --out.
     Bench(bench::BenchArgs),
+    /// Write the sample network as a GTFS static feed (for `crowd-server --gtfs`).
+    SampleGtfs {
+        /// Folder to write agency.txt, routes.txt, stops.txt, ... into.
+        #[arg(long, default_value = "loadgen/sample-gtfs")]
+        out: std::path::PathBuf,
+    },
 }
 
 #[tokio::main]
@@ -61,6 +68,11 @@ async fn main() -> ExitCode {
             print!("{}", report.markdown());
             ExitCode::SUCCESS
         }),
+        Command::SampleGtfs { out } => {
+            crowd_loadgen::sim::gtfs_export::write(&crowd_loadgen::sim::Network::sample(), &out)
+                .map(|()| ExitCode::SUCCESS)
+                .map_err(|e| anyhow::anyhow!("writing {}: {e}", out.display()))
+        }
     };
     result.unwrap_or_else(|error| {
         eprintln!("loadgen: {error:#}");

@@ -116,6 +116,24 @@ pub struct Config {
     /// feed then lists every car, NO_DATA_AVAILABLE where nobody reported.
     #[arg(long, env = "CROWD_CARS_PER_ROUTE", default_value = "")]
     pub cars_per_route: crate::fleet::CarsPerRoute,
+
+    /// GTFS static feed (zip or folder): route names, stops and trips for
+    /// operator views, and the trips that exist (see --gtfs-strict).
+    #[arg(long, env = "CROWD_GTFS")]
+    pub gtfs: Option<std::path::PathBuf>,
+
+    /// Refuse reports for trips that are not in the --gtfs feed (otherwise
+    /// they are accepted).
+    #[arg(long, env = "CROWD_GTFS_STRICT", requires = "gtfs")]
+    pub gtfs_strict: bool,
+
+    /// File of operator API keys, one per line (keep it chmod 600).
+    #[arg(long, env = "CROWD_OPERATOR_KEYS_FILE")]
+    pub operator_keys_file: Option<std::path::PathBuf>,
+
+    /// Operator API keys, comma-separated (in addition to the file's).
+    #[arg(long, env = "CROWD_OPERATOR_KEYS", hide_env_values = true)]
+    pub operator_keys: Option<String>,
 }
 
 impl Config {

@@ -55,6 +55,12 @@ pub enum ServerError {
     /// A listener could not be configured.
     #[error("listener: {0}")]
     Listener(#[source] std::io::Error),
+    /// The GTFS feed could not be loaded.
+    #[error(transparent)]
+    Schedule(#[from] crate::schedule::ScheduleError),
+    /// The operator keys could not be loaded.
+    #[error(transparent)]
+    OperatorKeys(#[from] crate::auth::KeysError),
     /// The reflection service could not load the descriptors.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),

@@ -29,6 +29,8 @@ use crowd_proto::validate::{Limits, validate_report};
 use crate::dedup::RecentIds;
 use crate::error::StoreError;
 use crate::ratelimit::DeviceLimiter;
+use crate::rejects::RejectCounts;
+use crate::schedule::Schedule;
 use crate::writer::{WriteQueue, WriteResult};
 
 /// Settings of the ingest service.
@@ -50,6 +52,13 @@ pub struct IngestConfig {
     pub device_rate_per_min: u32,
     /// Reports per device at once.
     pub device_burst: u32,
+    /// Counts of what was refused, shared with the operator service.
+    pub rejects: RejectCounts,
+    /// The GTFS schedule, when one is loaded: fills in missing route ids and,
+    /// in strict mode, refuses trips it does not list.
+    pub schedule: Option<Arc<Schedule>>,
+    /// Refuse reports for trips that are not in the schedule.
+    pub strict_trips: bool,
 }
 
 /// Most devices whose rate is tracked at once.
@@ -117,16 +126,31 @@ impl Inner {
     fn admit(&self, raw: &CrowdingReport) -> Admission {
         let arrived = Instant::now();
         let now = Utc::now();
-        let report = match validate_report(raw, &self.config.limits, &self.config.devices, now) {
+        let mut report = match validate_report(raw, &self.config.limits, &self.config.devices, now)
+        {
             Ok(report) => report,
             Err(err) => {
-                metrics::counter!("crowd_server_reports_rejected_total", "reason" => err.metric_label())
-                    .increment(1);
+                self.config.rejects.rejected(err.metric_label());
                 return Admission::Ready(ack(&raw.report_id, AckStatus::Rejected, err.to_string()));
             }
         };
+        if let Some(schedule) = &self.config.schedule {
+            match schedule.route_of(&report.trip.trip_id) {
+                Some(route) if report.route_id.is_empty() => report.route_id = route.to_owned(),
+                Some(_) => {}
+                None if self.config.strict_trips => {
+                    self.config.rejects.rejected("unknown_trip");
+                    let reason = format!(
+                        "trip.trip_id: `{}` is not in the GTFS schedule",
+                        report.trip.trip_id
+                    );
+                    return Admission::Ready(ack(&report.report_id, AckStatus::Rejected, reason));
+                }
+                None => {}
+            }
+        }
         if !self.recent.claim(&report.report_id) {
-            metrics::counter!("crowd_server_reports_duplicate_total").increment(1);
+            self.config.rejects.duplicate();
             return Admission::Ready(ack(&report.report_id, AckStatus::Duplicate, String::new()));
         }
         // After the duplicate check, so that retries of taken reports cost
@@ -135,8 +159,7 @@ impl Inner {
             && !limiter.allow(report.device, arrived)
         {
             self.recent.release(&report.report_id);
-            metrics::counter!("crowd_server_reports_rejected_total", "reason" => "rate_limit")
-                .increment(1);
+            self.config.rejects.rejected("rate_limit");
             let reason = format!(
                 "device_id: more than {} reports per minute; slow down",
                 self.config.device_rate_per_min

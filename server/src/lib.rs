@@ -13,7 +13,10 @@
 //! - [`web`]: the live crowding page for riders and operators.
 //! - [`gtfs_rt`] + [`feed`] + [`fleet`]: the GTFS-Realtime feed for operators.
 //! - [`telemetry`]: Prometheus `/metrics` and the list of series.
+//! - [`operator`] + [`auth`] + [`rejects`] + [`schedule`]: the operators'
+//!   gRPC service behind API keys, with the GTFS static schedule.
 
+pub mod auth;
 pub mod config;
 pub mod dedup;
 pub mod error;
@@ -25,8 +28,11 @@ pub mod health;
 pub mod http;
 pub mod hub;
 pub mod ingest;
+pub mod operator;
 pub mod queries;
 pub mod ratelimit;
+pub mod rejects;
+pub mod schedule;
 pub mod store;
 pub mod telemetry;
 pub mod watch;

@@ -20,6 +20,7 @@ use crate::estimates::Estimates;
 use crate::health::{self, RedisUp};
 use crate::hub::Hub;
 use crate::ingest::{Ingest, IngestConfig};
+use crate::operator::OperatorSetup;
 use crate::queries::Queries;
 use crate::store::Store;
 use crate::writer::{self, WriterConfig};
@@ -77,6 +78,7 @@ pub async fn run(
         token.clone(),
     ));
 
+    let operators = OperatorSetup::load(&config).await?;
     let ingest = Ingest::new(
         IngestConfig {
             limits: config.limits(),
@@ -88,6 +90,9 @@ pub async fn run(
             dedup_capacity: config.dedup_capacity,
             device_rate_per_min: config.device_rate_per_min,
             device_burst: config.device_burst,
+            rejects: operators.rejects.clone(),
+            schedule: operators.schedule.clone(),
+            strict_trips: config.gtfs_strict,
         },
         queue,
         token.clone(),
@@ -104,6 +109,7 @@ pub async fn run(
         cars: std::sync::Arc::new(config.cars_per_route.clone()),
         shutdown: token.clone(),
     });
+    let operator = operators.service(estimates.clone(), config.max_message_bytes);
     let queries = Queries {
         estimates,
         hub,
@@ -131,6 +137,7 @@ pub async fn run(
             OccupancyServiceServer::new(queries)
                 .max_decoding_message_size(config.max_message_bytes),
         )
+        .add_service(operator)
         .serve_with_incoming_shutdown(incoming, token.clone().cancelled_owned());
     let http_server = crate::http::serve(http, up, feed.merge(web).merge(metrics), token.clone());
     tracing::info!(%grpc_addr, %http_addr, partitions = layout.partitions(), "crowd server listening");

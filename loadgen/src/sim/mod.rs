@@ -7,13 +7,14 @@
 //! and the same calls give the same reports.
 //!
 //! - [`network`]: lines, stations, timetables; [`file`] loads one from TOML,
-//!   [`sample`] has a built-in one.
+//!   [`sample`] has a built-in one; [`gtfs_export`] writes one as a GTFS feed.
 //! - [`demand`] and [`trips`]: who boards and alights where, car by car.
 //! - [`riders`]: the reporting population ([`Scenario`]) and perception.
 //! - [`truth`]: what the scorer compares estimates with.
 
 pub mod demand;
 pub mod file;
+pub mod gtfs_export;
 pub mod network;
 pub mod riders;
 pub mod sample;

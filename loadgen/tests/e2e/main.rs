@@ -6,5 +6,6 @@ mod feed;
 mod helpers;
 mod ingest;
 mod observability;
+mod operator;
 mod queries;
 mod system;
