@@ -11,7 +11,9 @@ use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crowd_proto::pb::v1::{occupancy_service_server, report_service_server};
+use crowd_proto::pb::v1::{
+    occupancy_service_server, operator_service_server, report_service_server,
+};
 
 use crate::store::Store;
 
@@ -87,6 +89,7 @@ pub(crate) async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
         "",
         report_service_server::SERVICE_NAME,
         occupancy_service_server::SERVICE_NAME,
+        operator_service_server::SERVICE_NAME,
     ] {
         reporter.set_service_status(name, status).await;
     }

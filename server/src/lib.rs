@@ -13,8 +13,9 @@
 //! - [`web`]: the live crowding page for riders and operators.
 //! - [`gtfs_rt`] + [`feed`] + [`fleet`]: the GTFS-Realtime feed for operators.
 //! - [`telemetry`]: Prometheus `/metrics` and the list of series.
-//! - [`operator`] + [`auth`] + [`rejects`] + [`schedule`]: the operators'
-//!   gRPC service behind API keys, with the GTFS static schedule.
+//! - [`operator`] + [`auth`] + [`rejects`] + [`flagged`] + [`schedule`]:
+//!   the operators' gRPC service behind API keys, with the GTFS static
+//!   schedule.
 
 pub mod auth;
 pub mod config;
@@ -22,6 +23,7 @@ pub mod dedup;
 pub mod error;
 pub mod estimates;
 pub mod feed;
+pub mod flagged;
 pub mod fleet;
 pub mod gtfs_rt;
 pub mod health;

@@ -5,7 +5,8 @@
 //!   GTFS schedule is loaded, with the route's name.
 //! - ListTrainsInArea: trains whose last position is inside a bounding box or
 //!   a polygon (`geo` does the geometry).
-//! - GetAbuseStats: what this server refused, by reason.
+//! - GetAbuseStats: what this server refused, by reason, and the devices the
+//!   aggregators distrust most (see [`flagged`](crate::flagged)).
 
 use std::sync::Arc;
 
@@ -17,9 +18,9 @@ use tonic::{Request, Response, Status};
 use crowd_proto::pb::v1::list_trains_in_area_request::Area;
 use crowd_proto::pb::v1::operator_service_server::{OperatorService, OperatorServiceServer};
 use crowd_proto::pb::v1::{
-    BoundingBox, GetAbuseStatsRequest, GetAbuseStatsResponse, GetRouteSummaryRequest,
-    GetRouteSummaryResponse, ListTrainsInAreaRequest, ListTrainsInAreaResponse, OccupancyEstimate,
-    RejectCount, TrainOnRoute,
+    BoundingBox, FlaggedDevice, GetAbuseStatsRequest, GetAbuseStatsResponse,
+    GetRouteSummaryRequest, GetRouteSummaryResponse, ListTrainsInAreaRequest,
+    ListTrainsInAreaResponse, OccupancyEstimate, RejectCount, TrainOnRoute,
 };
 
 use crate::auth::OperatorKeys;
@@ -35,6 +36,10 @@ pub const DEFAULT_AREA_LIMIT: u32 = 500;
 pub const MAX_AREA_LIMIT: u32 = 5000;
 /// Most points of a polygon.
 pub const MAX_POLYGON_POINTS: usize = 1000;
+/// Distrusted devices GetAbuseStats lists.
+pub const FLAGGED_DEVICES: usize = 20;
+/// Devices of the reputation hash GetAbuseStats examines at most.
+pub const REPUTATION_BUDGET: u64 = 100_000;
 
 /// The `OperatorService` implementation.
 #[derive(Debug, Clone)]
@@ -330,6 +335,9 @@ impl OperatorService for Operator {
         _request: Request<GetAbuseStatsRequest>,
     ) -> Result<Response<GetAbuseStatsResponse>, Status> {
         let since = self.rejects.since();
+        let flagged =
+            crate::flagged::lowest(&self.estimates.store, FLAGGED_DEVICES, REPUTATION_BUDGET)
+                .await?;
         Ok(Response::new(GetAbuseStatsResponse {
             rejects: self
                 .rejects
@@ -345,6 +353,16 @@ impl OperatorService for Operator {
                 seconds: since.timestamp(),
                 nanos: since.timestamp_subsec_nanos() as i32,
             }),
+            flagged_devices: flagged
+                .devices
+                .into_iter()
+                .map(|f| FlaggedDevice {
+                    device: f.device,
+                    score: f.score,
+                })
+                .collect(),
+            reputation_scanned: flagged.scanned,
+            reputation_complete: flagged.complete,
         }))
     }
 }

@@ -308,6 +308,42 @@ async fn strict_schedule_route_summary_and_areas() {
         .expect("unknown_trip counted");
     assert_eq!(unknown.count, 1);
     assert!(stats.since.is_some());
+
+    // Distrusted devices, as the aggregators score them in the shared hash.
+    let mut redis = redis::Client::open(stack.redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(crowd_proto::layout::REPUTATION)
+        .arg(&[
+            "00000000000000aa",
+            "-12",
+            "00000000000000bb",
+            "3.5",
+            "00000000000000cc",
+            "-2.25",
+        ])
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let stats = client
+        .get_abuse_stats(with_auth(GetAbuseStatsRequest {}, Some(&auth)))
+        .await
+        .unwrap()
+        .into_inner();
+    let flagged: Vec<_> = stats
+        .flagged_devices
+        .iter()
+        .map(|d| (d.device.as_str(), d.score))
+        .collect();
+    assert_eq!(
+        flagged,
+        [("00000000000000aa", -12.0), ("00000000000000cc", -2.25)]
+    );
+    assert!(stats.reputation_complete);
+    assert!(stats.reputation_scanned >= 3);
     stack.shutdown().await.expect("clean shutdown");
 }
 
