@@ -68,7 +68,9 @@ impl OperatorKeys {
         if let Some(list) = list {
             for (i, key) in list.split(',').map(str::trim).enumerate() {
                 if !key.is_empty() {
-                    keys.push(checked(key, || format!("#{} of CROWD_OPERATOR_KEYS", i + 1))?);
+                    keys.push(checked(key, || {
+                        format!("#{} of CROWD_OPERATOR_KEYS", i + 1)
+                    })?);
                 }
             }
         }
@@ -113,10 +115,9 @@ impl OperatorKeys {
                 "no operator keys are configured on this server",
             ));
         }
-        let header = request
-            .metadata()
-            .get("authorization")
-            .ok_or_else(|| Status::unauthenticated("authorization: missing; send `Bearer <key>`"))?;
+        let header = request.metadata().get("authorization").ok_or_else(|| {
+            Status::unauthenticated("authorization: missing; send `Bearer <key>`")
+        })?;
         let key = header
             .as_bytes()
             .strip_prefix(b"Bearer ")
@@ -124,7 +125,9 @@ impl OperatorKeys {
         if self.accepts(key) {
             Ok(request)
         } else {
-            Err(Status::unauthenticated("authorization: unknown operator key"))
+            Err(Status::unauthenticated(
+                "authorization: unknown operator key",
+            ))
         }
     }
 }
@@ -223,10 +226,14 @@ mod tests {
         assert!(keys.accepts(b"list-key-0123456789"));
 
         std::fs::write(&file, "short\n").unwrap();
-        let err = OperatorKeys::load(Some(&file), None).unwrap_err().to_string();
+        let err = OperatorKeys::load(Some(&file), None)
+            .unwrap_err()
+            .to_string();
         assert!(err.ends_with("keys:1: shorter than 16 characters"), "{err}");
         let missing = dir.join("absent");
-        let err = OperatorKeys::load(Some(&missing), None).unwrap_err().to_string();
+        let err = OperatorKeys::load(Some(&missing), None)
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("operator keys file "), "{err}");
         assert!(err.contains("absent"), "{err}");
         let err = OperatorKeys::load(None, Some("has space in it 0123")).unwrap_err();

@@ -97,7 +97,11 @@ mod tests {
         counts.duplicate();
         assert_eq!(
             counts.by_reason(),
-            vec![("rate_limit", 2), ("carriage_sequence", 1), ("observed_at", 1)]
+            vec![
+                ("rate_limit", 2),
+                ("carriage_sequence", 1),
+                ("observed_at", 1)
+            ]
         );
         assert_eq!(counts.duplicates(), 1);
         assert_eq!(counts.clone().duplicates(), 1, "clones share the counts");
