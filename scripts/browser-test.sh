@@ -31,4 +31,5 @@ stack="$(cargo build -p crowd-loadgen --example browser_stack --message-format=j
 
 echo "== browser test"
 mkdir -p artifacts/browser
-ARTIFACTS_DIR="$PWD/artifacts/browser" node "$tests/browser.test.mjs" "$stack" --cars-per-route B=8
+ARTIFACTS_DIR="$PWD/artifacts/browser" node "$tests/browser.test.mjs" "$stack" \
+  --cars-per-route B=8 --gtfs loadgen/sample-gtfs

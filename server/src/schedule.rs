@@ -141,6 +141,11 @@ impl Schedule {
         self.routes.get(route_id)
     }
 
+    /// Every route with its id, in no particular order.
+    pub fn routes(&self) -> impl Iterator<Item = (&str, &Route)> {
+        self.routes.iter().map(|(id, route)| (id.as_str(), route))
+    }
+
     /// The route a trip runs on, when the trip is in the schedule.
     pub fn route_of(&self, trip_id: &str) -> Option<&str> {
         self.trips.get(trip_id).map(String::as_str)

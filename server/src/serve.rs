@@ -105,7 +105,13 @@ pub async fn run(
     let web = crate::web::router(crate::web::Web {
         estimates: estimates.clone(),
         hub: hub.clone(),
-        lines: std::sync::Arc::new(crate::web::Lines::default()),
+        lines: std::sync::Arc::new(
+            operators
+                .schedule
+                .as_deref()
+                .map(crate::web::Lines::from_schedule)
+                .unwrap_or_default(),
+        ),
         cars: std::sync::Arc::new(config.cars_per_route.clone()),
         shutdown: token.clone(),
     });

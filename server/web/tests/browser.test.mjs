@@ -4,9 +4,10 @@
 // Usage: node browser.test.mjs STACK_BINARY [SERVER FLAGS...]
 //
 // STACK_BINARY is the `browser_stack` example of crowd-loadgen: Redis +
-// server + aggregator, steered over stdin. The test sends reports, checks
-// that the page shows the train with the right level, label, colour and car
-// bars, that a new report updates the page without a reload within 2 s, that
+// server + aggregator, steered over stdin; the server flags must load a GTFS
+// schedule of line B (`--gtfs loadgen/sample-gtfs`). The test sends reports,
+// checks that the page draws the line's stations with the train at the one
+// it was reported at, with the right level, label, colour and car bars, that a new report updates the page without a reload within 2 s, that
 // the detail view points at the emptiest car, and that stopping the server
 // turns the status to "disconnected". Screenshots go to artifacts/browser/.
 
@@ -133,6 +134,13 @@ async function main() {
     assert.equal(await card.evaluate((e) => getComputedStyle(e).borderLeftColor), await levelColour(page, server.level),
       "train coloured by its level");
     step(`train ${TRIP} shown at level ${server.level} (${LABELS[server.level]})`);
+
+    const line = await (await fetch(`${base}/api/line?route_id=B`)).json();
+    assert.ok(line.stations.length >= 2, `no stations for line B (start the server with --gtfs): ${JSON.stringify(line)}`);
+    assert.equal(await page.locator(".stop").count(), line.stations.length, "one row per station");
+    assert.equal(await page.locator(`.stop[data-stop="CHL"] .train[data-trip="${TRIP}"]`).count(), 1,
+      "the train is drawn at Châtelet-Les Halles, where it was reported");
+    step(`${line.name}: ${line.stations.length} stations, ${TRIP} at Châtelet-Les Halles`);
 
     assert.equal(await card.locator(".car").count(), 8, "8 cars, front to back");
     const car3 = await carState(page, 3);
