@@ -57,16 +57,35 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.rate > 0.0, "--rate must be > 0 (got {})", args.rate);
     let start_time = chrono::NaiveTime::parse_from_str(&args.start, "%H:%M")
         .with_context(|| format!("--start {:?}: expected HH:MM", args.start))?;
+    // The server learns the stations and train lengths of the very network
+    // the riders ride, so the live page draws trains along the line.
+    let network = Network::sample();
+    let gtfs = tempfile::Builder::new()
+        .prefix("crowd-demo-gtfs-")
+        .tempdir()?;
+    crate::sim::gtfs_export::write(&network, gtfs.path()).context("writing the demo's GTFS")?;
+    let cars: Vec<String> = network
+        .lines
+        .iter()
+        .map(|l| format!("{}={}", l.id, l.cars))
+        .collect();
     let stack = Stack::start(StackOptions {
         redis_url: args.redis_url.clone(),
         grpc_addr: Some(args.grpc_addr),
         http_addr: Some(args.http_addr),
+        server_args: vec![
+            "--gtfs".into(),
+            gtfs.path().display().to_string(),
+            "--cars-per-route".into(),
+            cars.join(","),
+        ],
         ..StackOptions::default()
     })
     .await?;
     eprintln!(
-        "crowd is running: gRPC {} · HTTP {} · Redis {}",
+        "crowd is running: gRPC {} · HTTP {} (live page: http://{}/) · Redis {}",
         stack.grpc_addr(),
+        stack.http_addr(),
         stack.http_addr(),
         stack.redis_url()
     );

@@ -23,6 +23,7 @@ try {
   if (trip) {
     await page.locator(`.train[data-trip="${trip}"]`).click();
     await page.locator("#detail:not([hidden])").waitFor();
+    await page.evaluate(() => window.scrollTo(0, 0));
   }
   // Let the change highlight fade.
   await page.waitForTimeout(1200);
