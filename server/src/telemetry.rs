@@ -30,10 +30,108 @@ use axum::routing::get;
 /// Path of the metrics endpoint.
 pub const PATH: &str = "/metrics";
 
+/// Counters and gauges shown from startup (at 0 until something happens),
+/// with their help text.
+const SERIES: &[(&str, Kind, &str)] = &[
+    (
+        "crowd_server_reports_accepted_total",
+        Kind::Counter,
+        "Reports written to Redis and acknowledged ACCEPTED.",
+    ),
+    (
+        "crowd_server_reports_duplicate_total",
+        Kind::Counter,
+        "Reports answered DUPLICATE.",
+    ),
+    (
+        "crowd_server_reports_failed_total",
+        Kind::Counter,
+        "Admitted reports whose write failed.",
+    ),
+    (
+        "crowd_server_write_queue_full_total",
+        Kind::Counter,
+        "Reports refused because the write queue was full.",
+    ),
+    (
+        "crowd_server_write_errors_total",
+        Kind::Counter,
+        "XADD pipelines that failed.",
+    ),
+    (
+        "crowd_server_write_queue_depth",
+        Kind::Gauge,
+        "Reports waiting for a writer.",
+    ),
+    (
+        "crowd_server_watchers",
+        Kind::Gauge,
+        "WatchOccupancy calls connected.",
+    ),
+];
+
+/// Help text of the series that only appear once they have a value.
+const LATER: &[(&str, Kind, &str)] = &[
+    (
+        "crowd_server_reports_rejected_total",
+        Kind::Counter,
+        "Reports answered REJECTED, by reason.",
+    ),
+    (
+        "crowd_server_redis_errors_total",
+        Kind::Counter,
+        "Failed or timed-out Redis commands, by command.",
+    ),
+    (
+        "crowd_server_ack_seconds",
+        Kind::Histogram,
+        "Arrival of a report to its ACCEPTED ack.",
+    ),
+    (
+        "crowd_server_write_batch_size",
+        Kind::Histogram,
+        "Reports per XADD pipeline.",
+    ),
+    (
+        "crowd_server_write_batch_seconds",
+        Kind::Histogram,
+        "Time of one XADD pipeline.",
+    ),
+    (
+        "crowd_server_estimate_age_seconds",
+        Kind::Histogram,
+        "Age of the newest report of each estimate change the server reads.",
+    ),
+];
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
 /// The `/metrics` route, to merge into the HTTP router. Installs the
-/// process-wide registry if nothing did yet.
+/// process-wide registry if nothing did yet, and registers the server's
+/// series so dashboards see them from the start.
 pub fn router() -> Router {
     crowd_proto::metrics::prometheus();
+    for &(name, kind, help) in SERIES.iter().chain(LATER) {
+        match kind {
+            Kind::Counter => metrics::describe_counter!(name, help),
+            Kind::Gauge => metrics::describe_gauge!(name, help),
+            Kind::Histogram => metrics::describe_histogram!(name, help),
+        }
+    }
+    for &(name, kind, _) in SERIES {
+        // Adding zero registers the series without changing it (several
+        // servers may share the registry).
+        match kind {
+            Kind::Counter => metrics::counter!(name).increment(0),
+            Kind::Gauge => metrics::gauge!(name).increment(0.0),
+            Kind::Histogram => {}
+        }
+    }
     Router::new().route(PATH, get(metrics))
 }
 
