@@ -31,12 +31,21 @@ pub fn report_to_stored(report: &Report, received_at: DateTime<Utc>) -> StoredRe
         observed_at_ms: report.observed_at.timestamp_millis(),
         received_at_ms: received_at.timestamp_millis(),
         position: report.position.map(|p| StoredPosition {
-            latitude: p.latitude,
-            longitude: p.longitude,
+            latitude: coarse(p.latitude),
+            longitude: coarse(p.longitude),
             accuracy_m: p.accuracy_m,
         }),
         stop_id: report.stop_id.clone(),
     }
+}
+
+/// Decimal places kept of stored coordinates: 1e-4° is about 11 m, plenty
+/// to place a train on its line, too coarse to pinpoint a rider.
+const COORDINATE_SCALE: f64 = 1e4;
+
+/// A coordinate rounded to [`COORDINATE_SCALE`] before it is stored.
+fn coarse(degrees: f64) -> f64 {
+    (degrees * COORDINATE_SCALE).round() / COORDINATE_SCALE
 }
 
 /// Encodes a report for the `r` field of a stream entry.
@@ -109,6 +118,39 @@ mod tests {
         assert_eq!(stored, report_to_stored(&report, received));
         assert_eq!(stored.observed_at_ms, 1_795_000_000_123);
         assert_eq!(stored.level, 6);
+    }
+
+    #[test]
+    fn positions_are_stored_rounded_to_about_11_m() {
+        let mut report = Report {
+            report_id: "r1".into(),
+            device: 1,
+            trip: TripKey {
+                trip_id: "T1".into(),
+                start_date: "20261126".into(),
+            },
+            route_id: String::new(),
+            carriage_sequence: 0,
+            level: Level::Full,
+            occupancy_percentage: None,
+            observed_at: DateTime::from_timestamp_millis(1_795_000_000_000).unwrap(),
+            position: Some(Position {
+                latitude: 48.856_613_7,
+                longitude: -2.352_249_9,
+                accuracy_m: 4.0,
+            }),
+            stop_id: String::new(),
+        };
+        let stored = report_to_stored(&report, report.observed_at);
+        let p = stored.position.unwrap();
+        assert_eq!((p.latitude, p.longitude), (48.8566, -2.3522));
+        report.position = Some(Position {
+            latitude: 48.85,
+            longitude: 2.35,
+            accuracy_m: 4.0,
+        });
+        let p = report_to_stored(&report, report.observed_at).position.unwrap();
+        assert_eq!((p.latitude, p.longitude), (48.85, 2.35), "already coarse");
     }
 
     #[test]
