@@ -149,7 +149,9 @@ mod tests {
             longitude: 2.35,
             accuracy_m: 4.0,
         });
-        let p = report_to_stored(&report, report.observed_at).position.unwrap();
+        let p = report_to_stored(&report, report.observed_at)
+            .position
+            .unwrap();
         assert_eq!((p.latitude, p.longitude), (48.85, 2.35), "already coarse");
     }
 
