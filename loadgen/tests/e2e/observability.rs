@@ -85,6 +85,10 @@ async fn metrics_expose_the_documented_series_after_traffic() {
         assert!(!series(&text, name).is_empty(), "{name} missing:\n{text}");
     }
     assert!(
+        text.contains("# HELP crowd_server_ack_seconds Arrival of a report"),
+        "{text}"
+    );
+    assert!(
         text.contains("crowd_server_reports_rejected_total{reason=\"carriage_sequence\"}"),
         "{text}"
     );
