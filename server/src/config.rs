@@ -189,5 +189,28 @@ mod tests {
         assert_eq!(c.limits().max_carriage, 32);
         assert_eq!(c.limits().max_age, Duration::from_secs(1800));
         assert_eq!(c.device_secret, DEV_DEVICE_SECRET);
+        assert!(c.cars_per_route.is_empty());
+        assert!(c.gtfs.is_none() && !c.gtfs_strict);
+        assert!(c.operator_keys_file.is_none() && c.operator_keys.is_none());
+    }
+
+    #[test]
+    fn operator_flags_parse_and_strict_mode_needs_a_feed() {
+        use clap::Parser;
+        let c = Config::try_parse_from([
+            "crowd-server",
+            "--cars-per-route",
+            "B=8,C=6",
+            "--gtfs",
+            "feed.zip",
+            "--gtfs-strict",
+        ])
+        .unwrap();
+        assert_eq!(c.cars_per_route.of("C"), Some(6));
+        assert!(c.gtfs_strict);
+        let err = Config::try_parse_from(["crowd-server", "--gtfs-strict"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        let err = Config::try_parse_from(["crowd-server", "--cars-per-route", "B"]).unwrap_err();
+        assert!(err.to_string().contains("expected ROUTE=CARS"), "{err}");
     }
 }
