@@ -7,11 +7,14 @@
 //!
 //! - `report DEVICE TRIP CAR LEVEL [LAT LON]`: submits a report on route B,
 //!   observed now, and prints `ack STATUS`;
-//! - `stop`: shuts everything down and prints `stopped`.
+//! - `stop`: shuts everything down and prints `stopped`;
+//! - `start`: starts it all again, with a new Redis, on the same addresses,
+//!   and prints `ready ...` again.
 //!
-//! Standard input closing stops it too. Errors are printed as `error ...`
+//! Standard input closing ends it. Errors are printed as `error ...`
 //! and do not end the session, so the driving test sees what went wrong.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -28,48 +31,81 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let stack = Stack::start(StackOptions {
-        server_args: std::env::args().skip(1).collect(),
-        ..StackOptions::default()
-    })
-    .await?;
-    let mut client = ReportServiceClient::connect(stack.grpc_url()).await?;
-    println!(
-        "ready http={} grpc={}",
-        stack.http_addr(),
-        stack.grpc_addr()
-    );
+    let server_args: Vec<String> = std::env::args().skip(1).collect();
+    let mut running = Some(Running::start(&server_args, None).await?);
+    let addrs = running
+        .as_ref()
+        .map(|r| (r.stack.http_addr(), r.stack.grpc_addr()));
 
     let mut lines = stdin_lines();
     let mut sent = 0u64;
     while let Some(line) = lines.recv().await {
         let words: Vec<&str> = line.split_whitespace().collect();
-        match words.as_slice() {
-            ["report", rest @ ..] => {
+        match (words.as_slice(), running.as_mut()) {
+            (["report", rest @ ..], Some(run)) => {
                 sent += 1;
-                let outcome = match report(rest, sent) {
-                    Ok(report) => client
-                        .submit_report(report)
-                        .await
-                        .map(|ack| format!("ack {:?}", ack.into_inner().status()))
-                        .map_err(anyhow::Error::from),
-                    Err(e) => Err(e),
-                };
-                match outcome {
+                match run.submit(rest, sent).await {
                     Ok(ack) => println!("{ack}"),
                     Err(e) => println!("error {e:#}"),
                 }
             }
-            ["stop"] => break,
-            [] => {}
-            _ => println!("error unknown command: {line}"),
+            (["stop"], Some(_)) => {
+                if let Some(run) = running.take() {
+                    run.stop().await?;
+                }
+                println!("stopped");
+            }
+            (["start"], None) => running = Some(Running::start(&server_args, addrs).await?),
+            ([], _) => {}
+            (_, None) => println!("error stopped: {line}"),
+            (_, Some(_)) => println!("error unknown command or already running: {line}"),
         }
     }
-    tokio::time::timeout(Duration::from_secs(15), stack.shutdown())
-        .await
-        .context("shutdown took over 15 s")??;
-    println!("stopped");
+    if let Some(run) = running {
+        run.stop().await?;
+    }
     Ok(())
+}
+
+/// A started stack with a client of it.
+struct Running {
+    stack: Stack,
+    client: ReportServiceClient<tonic::transport::Channel>,
+}
+
+impl Running {
+    /// Starts the stack (on `addrs`, the HTTP and gRPC addresses, when
+    /// given) and prints `ready`.
+    async fn start(
+        server_args: &[String],
+        addrs: Option<(SocketAddr, SocketAddr)>,
+    ) -> anyhow::Result<Running> {
+        let stack = Stack::start(StackOptions {
+            server_args: server_args.to_vec(),
+            http_addr: addrs.map(|(http, _)| http),
+            grpc_addr: addrs.map(|(_, grpc)| grpc),
+            ..StackOptions::default()
+        })
+        .await?;
+        let client = ReportServiceClient::connect(stack.grpc_url()).await?;
+        println!(
+            "ready http={} grpc={}",
+            stack.http_addr(),
+            stack.grpc_addr()
+        );
+        Ok(Running { stack, client })
+    }
+
+    async fn submit(&mut self, words: &[&str], n: u64) -> anyhow::Result<String> {
+        let ack = self.client.submit_report(report(words, n)?).await?;
+        Ok(format!("ack {:?}", ack.into_inner().status()))
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        tokio::time::timeout(Duration::from_secs(15), self.stack.shutdown())
+            .await
+            .context("shutdown took over 15 s")?
+    }
 }
 
 /// Lines of standard input, read on a thread of their own; the channel

@@ -8,8 +8,9 @@
 // schedule of line B (`--gtfs loadgen/sample-gtfs`). The test sends reports,
 // checks that the page draws the line's stations with the train at the one
 // it was reported at, with the right level, label, colour and car bars, that a new report updates the page without a reload within 2 s, that
-// the detail view points at the emptiest car, and that stopping the server
-// turns the status to "disconnected". Screenshots go to artifacts/browser/.
+// the detail view points at the emptiest car, that stopping the server
+// turns the status to "disconnected", and that once it is back the page is
+// live again with the new server's trains. Screenshots go to artifacts/browser/.
 
 import { spawn } from "node:child_process";
 import { mkdirSync } from "node:fs";
@@ -197,6 +198,21 @@ async function main() {
     assert.match(await page.locator("#status").textContent(), /disconnected/);
     await page.screenshot({ path: path.join(ARTIFACTS, "disconnected.png"), fullPage: true });
     step(`server stopped in ${stopTook} ms: status shows disconnected`);
+
+    // Back on the same address, with an empty Redis: the page reconnects by
+    // itself and the new snapshot replaces what it showed.
+    stack.send("start");
+    const again = await stack.next(60000);
+    assert.equal(again, ready, "restarted on the same addresses");
+    await page.locator('#status[data-state="live"]').waitFor({ timeout: 10000 });
+    await page.locator(".train").first().waitFor({ state: "detached", timeout: 5000 });
+    await stack.report("rider-9", 2, 1);
+    await page.waitForFunction((trip) => {
+      const bar = document.querySelector(`.train[data-trip="${trip}"] .car[data-car="2"]`);
+      return bar && bar.dataset.level === "1";
+    }, TRIP, { timeout: 5000 });
+    assert.equal(await page.evaluate(() => window.__sameDocument), true, "page was not reloaded");
+    step("server back: live again, showing the new server's train");
     console.log(`browser test passed; screenshots in ${ARTIFACTS}`);
   } catch (error) {
     if (page) await page.screenshot({ path: path.join(ARTIFACTS, "failure.png"), fullPage: true }).catch(() => {});
@@ -205,6 +221,8 @@ async function main() {
     process.exitCode = 1;
   } finally {
     if (browser) await browser.close();
+    stack.child.stdin.end();
+    await Promise.race([stack.exited, new Promise((r) => setTimeout(r, 20000))]);
     stack.kill();
     await stack.exited;
   }
