@@ -92,6 +92,44 @@ impl Estimates {
         Ok(estimates)
     }
 
+    /// Trains of the geo index whose position is within the latitude and
+    /// longitude bounds (give or take a few metres: callers filter exactly),
+    /// in no particular order.
+    pub async fn in_bounds(
+        &self,
+        (min_lat, min_lon): (f64, f64),
+        (max_lat, max_lon): (f64, f64),
+    ) -> Result<Vec<TripKey>, StoreError> {
+        const METRES_PER_DEGREE: f64 = 111_320.0;
+        // A box of metres around the center, wide enough at the latitude
+        // nearest the equator, with a margin for the geohash precision.
+        let widest = if min_lat <= 0.0 && max_lat >= 0.0 {
+            1.0
+        } else {
+            min_lat.abs().min(max_lat.abs()).to_radians().cos()
+        };
+        let width = (max_lon - min_lon) * METRES_PER_DEGREE * widest * 1.01 + 10.0;
+        let height = (max_lat - min_lat) * METRES_PER_DEGREE * 1.01 + 10.0;
+        let mut pipe = redis::pipe();
+        for k in self.layout.all() {
+            pipe.cmd("GEOSEARCH")
+                .arg(self.layout.geo(k))
+                .arg("FROMLONLAT")
+                .arg((min_lon + max_lon) / 2.0)
+                .arg((min_lat + max_lat) / 2.0)
+                .arg("BYBOX")
+                .arg(width)
+                .arg(height)
+                .arg("m");
+        }
+        let replies: Vec<Vec<String>> = self.store.pipeline("GEOSEARCH", &pipe).await?;
+        Ok(replies
+            .into_iter()
+            .flatten()
+            .filter_map(|m| TripKey::from_canonical(&m))
+            .collect())
+    }
+
     /// Trains within `radius_m` of a point, nearest first, at most `limit`.
     pub async fn nearby(
         &self,

@@ -4,13 +4,14 @@
 //! - GetRouteSummary: a route's trains now, in order along the route when a
 //!   GTFS schedule is loaded, with the route's name.
 //! - ListTrainsInArea: trains whose last position is inside a bounding box or
-//!   a polygon (`geo` does the geometry).
+//!   a polygon: candidates from the geo index's box search, then the exact
+//!   test with `geo`.
 //! - GetAbuseStats: what this server refused, by reason, and the devices the
 //!   aggregators distrust most (see [`flagged`](crate::flagged)).
 
 use std::sync::Arc;
 
-use geo::{Contains, Coord, LineString, Point, Polygon, Rect};
+use geo::{BoundingRect, Contains, Coord, LineString, Point, Polygon, Rect};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
@@ -60,6 +61,29 @@ enum Region {
 }
 
 impl Region {
+    /// The bounding rectangle (x = longitude, y = latitude).
+    fn bounds(&self) -> Rect<f64> {
+        match self {
+            Region::Rect(r) => *r,
+            Region::Polygon(p) => p.bounding_rect().unwrap_or(Rect::new(
+                Coord { x: 0.0, y: 0.0 },
+                Coord { x: 0.0, y: 0.0 },
+            )),
+        }
+    }
+
+    /// (latitude, longitude) of the south-west corner of the bounds.
+    fn lower_corner(&self) -> (f64, f64) {
+        let min = self.bounds().min();
+        (min.y, min.x)
+    }
+
+    /// (latitude, longitude) of the north-east corner of the bounds.
+    fn upper_corner(&self) -> (f64, f64) {
+        let max = self.bounds().max();
+        (max.y, max.x)
+    }
+
     /// Whether a point (x = longitude, y = latitude) is inside or on the border.
     fn covers(&self, latitude: f64, longitude: f64) -> bool {
         let p = Point::new(longitude, latitude);
@@ -314,9 +338,13 @@ impl OperatorService for Operator {
         request: Request<ListTrainsInAreaRequest>,
     ) -> Result<Response<ListTrainsInAreaResponse>, Status> {
         let (region, limit) = area_args(request.get_ref())?;
+        let candidates = self
+            .estimates
+            .in_bounds(region.lower_corner(), region.upper_corner())
+            .await?;
         let mut estimates: Vec<OccupancyEstimate> = self
             .estimates
-            .active()
+            .get(&candidates)
             .await?
             .into_iter()
             .filter(|e| {
@@ -451,6 +479,9 @@ mod tests {
         assert!(tri.covers(48.2, 2.2));
         assert!(tri.covers(48.0, 2.5));
         assert!(!tri.covers(48.9, 2.9));
+        assert_eq!(tri.lower_corner(), (48.0, 2.0));
+        assert_eq!(tri.upper_corner(), (49.0, 3.0));
+        assert_eq!(rect.upper_corner(), (49.0, 3.0));
     }
 
     #[test]
