@@ -7,5 +7,6 @@ mod helpers;
 mod ingest;
 mod observability;
 mod operator;
+mod page;
 mod queries;
 mod system;
