@@ -67,6 +67,7 @@ async fn without_redis_the_server_runs_reports_not_serving_and_fails_fast() {
     names.sort();
     for expected in [
         "crowd.v1.OccupancyService",
+        "crowd.v1.OperatorService",
         "crowd.v1.ReportService",
         "grpc.health.v1.Health",
     ] {
