@@ -15,7 +15,7 @@
 
 mod api;
 mod assets;
-pub mod events;
+mod events;
 pub mod line;
 pub mod view;
 

@@ -16,7 +16,7 @@ pub struct Station {
     pub id: String,
     /// Name shown to riders.
     pub name: String,
-    /// Where it is, to place trains between stations by their position.
+    /// Where it is (WGS84 degrees), to place trains by their position.
     pub lat: f64,
     pub lon: f64,
 }

@@ -16,15 +16,18 @@ const NO_DATA: &str = "no data";
 /// A train's estimate, as JSON.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TrainView {
+    /// The run, as GTFS-RT names it: `trip_id` + `start_date` (YYYYMMDD).
     pub trip_id: String,
     pub start_date: String,
+    /// Which line to draw it on.
     pub route_id: String,
     /// 1 (empty) ..= 7 (not accepting passengers); 0 without data.
     pub level: i32,
     /// Short text of the level, so colour is never the only cue.
     pub label: &'static str,
+    /// Occupancy in % of nominal capacity (above 100 at crush load).
     pub percentage: u32,
-    /// 0..1.
+    /// 0..1: how far to trust the estimate.
     pub confidence: f32,
     /// Distinct riders whose reports count.
     pub reporters: u32,
@@ -41,6 +44,7 @@ pub struct TrainView {
 /// A position, as JSON.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PositionView {
+    /// WGS84 degrees.
     pub lat: f64,
     pub lon: f64,
 }
@@ -50,6 +54,8 @@ pub struct PositionView {
 pub struct CarView {
     /// 1..n in the direction of travel.
     pub car: u32,
+    /// As for the train: level 0..=7, its label, percentage, confidence,
+    /// riders and age of the newest report on this car.
     pub level: i32,
     pub label: &'static str,
     pub percentage: u32,
