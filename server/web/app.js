@@ -398,6 +398,7 @@ async function start() {
   pick.replaceChildren(...routes.map((r) => el("option", { value: r, text: r })));
   pick.value = wanted || routes[0];
   pick.addEventListener("change", () => loadRoute(pick.value));
+  document.addEventListener("keydown", (e) => { if (e.key === "Escape" && state.selected) select(null); });
   // Ages tick and stale trains leave even when nothing new arrives.
   setInterval(tick, 1000);
   await loadRoute(pick.value);
