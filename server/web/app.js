@@ -338,6 +338,7 @@ function select(key) {
 function setStatus(s) {
   const node = $("status");
   node.dataset.state = s;
+  document.body.dataset.connection = s;
   node.textContent = { live: "live", connecting: "connecting…", disconnected: "disconnected — reconnecting…" }[s];
 }
 
