@@ -108,11 +108,22 @@ impl DeviceHasher {
 }
 
 /// Parses `YYYYMMDD` into a calendar date.
+///
+/// Digits are read directly rather than through a format string: this runs
+/// for every report at the edge, and chrono's format parser costs more than
+/// the rest of the date check together.
 pub fn parse_service_date(s: &str) -> Option<NaiveDate> {
-    if s.len() != 8 || !s.bytes().all(|b| b.is_ascii_digit()) {
+    let b = s.as_bytes();
+    if b.len() != 8 || !b.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    NaiveDate::parse_from_str(s, "%Y%m%d").ok()
+    let number = |digits: &[u8]| {
+        digits
+            .iter()
+            .fold(0u32, |n, d| n * 10 + u32::from(d - b'0'))
+    };
+    let year = i32::try_from(number(&b[..4])).ok()?;
+    NaiveDate::from_ymd_opt(year, number(&b[4..6]), number(&b[6..]))
 }
 
 #[cfg(test)]
@@ -137,6 +148,13 @@ mod tests {
         assert!(parse_service_date("20230229").is_none());
         assert!(parse_service_date("2026-11-2").is_none());
         assert!(parse_service_date("+2026112").is_none());
+        assert!(parse_service_date("20261300").is_none());
+        assert!(parse_service_date("20261100").is_none());
+        assert!(parse_service_date("00010101").is_some());
+        assert_eq!(
+            parse_service_date("20261126"),
+            NaiveDate::from_ymd_opt(2026, 11, 26)
+        );
     }
 
     #[test]
