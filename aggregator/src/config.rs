@@ -62,6 +62,11 @@ pub struct FaultInjection {
     /// returns [`AggregatorError::InjectedCrash`](crate::AggregatorError::InjectedCrash)
     /// without committing it and without releasing its leases, like a killed process.
     pub crash_before_commit_of_batch: Option<u64>,
+    /// When the Nth batch (1-based) has been read and applied in memory, wait
+    /// this long before committing it, like a process frozen by a long GC-like
+    /// pause or a stopped VM: its leases lapse meanwhile, so the commit must be
+    /// refused by the fencing token.
+    pub stall_before_commit_of_batch: Option<(u64, Duration)>,
 }
 
 impl Config {

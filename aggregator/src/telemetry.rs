@@ -12,6 +12,9 @@ pub const BATCHES: &str = "crowd_aggregator_batches_total";
 pub const BATCH_SIZE: &str = "crowd_aggregator_batch_size";
 /// Commits that failed or were fenced (counter).
 pub const COMMIT_ERRORS: &str = "crowd_aggregator_commit_errors_total";
+/// Commits refused because the partition's lease had passed to another
+/// aggregator (counter): each one is a stale owner kept from overwriting.
+pub const COMMITS_FENCED: &str = "crowd_aggregator_commits_fenced_total";
 /// Seconds between a batch's newest entry reaching Redis and its processing,
 /// labelled by `partition` (gauge).
 pub const LAG_SECONDS: &str = "crowd_aggregator_lag_seconds";

@@ -267,6 +267,12 @@ impl Worker {
         if self.config.faults.crash_before_commit_of_batch == Some(self.batches) {
             return Err(CycleError::Crash);
         }
+        if let Some((batch, pause)) = self.config.faults.stall_before_commit_of_batch
+            && batch == self.batches
+        {
+            tracing::warn!(batch, ?pause, "injected stall before commit");
+            tokio::time::sleep(pause).await;
+        }
 
         for (k, touched, acks) in applied {
             if let Err(e) = self.commit(k, &touched, &acks, now).await {
@@ -489,6 +495,7 @@ impl Worker {
             }
             Err(WriteError::Fenced) => {
                 metrics::counter!(telemetry::COMMIT_ERRORS).increment(1);
+                metrics::counter!(telemetry::COMMITS_FENCED).increment(1);
                 self.lose(k, "commit fenced");
                 Ok(())
             }

@@ -80,6 +80,11 @@ pub struct Config {
     #[arg(long, env = "CROWD_REDIS_TIMEOUT_MS", default_value_t = 1000)]
     pub redis_timeout_ms: u64,
 
+    /// A report stream silent for this many seconds is ended with
+    /// DEADLINE_EXCEEDED, so abandoned streams do not pile up; 0 disables.
+    #[arg(long, env = "CROWD_STREAM_IDLE_SECS", default_value_t = 300)]
+    pub stream_idle_secs: u64,
+
     /// Reports of one stream awaiting their ack; past it the server stops reading that stream.
     #[arg(long, env = "CROWD_MAX_INFLIGHT", default_value_t = 256)]
     pub max_inflight_per_stream: usize,
@@ -167,6 +172,11 @@ impl Config {
     /// Longest wait for a Redis reply.
     pub fn redis_timeout(&self) -> Duration {
         Duration::from_millis(self.redis_timeout_ms.max(1))
+    }
+
+    /// How long a report stream may stay silent; `None` when unlimited.
+    pub fn stream_idle(&self) -> Option<Duration> {
+        (self.stream_idle_secs > 0).then(|| Duration::from_secs(self.stream_idle_secs))
     }
 
     /// Drain deadline on shutdown.

@@ -6,7 +6,8 @@
 //! reports are in flight; a bad report gets REJECTED and the stream goes on,
 //! while a store failure ends the stream with UNAVAILABLE (or
 //! RESOURCE_EXHAUSTED when overloaded) so that the client retries what is
-//! still unacknowledged.
+//! still unacknowledged. A stream silent for too long is ended with
+//! DEADLINE_EXCEEDED.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,6 +47,8 @@ pub struct IngestConfig {
     pub ack_timeout: Duration,
     /// Reports of one stream awaiting their ack before reading pauses.
     pub max_inflight: usize,
+    /// A stream that sends nothing for this long is ended; `None`: never.
+    pub stream_idle: Option<Duration>,
     /// Capacity of the recent report-id memory.
     pub dedup_capacity: usize,
     /// Sustained reports per minute per device; 0 = unlimited.
@@ -235,6 +238,10 @@ impl Inner {
         let mut reading = true;
         // How the stream ends once the pending acks are out; `None` = OK.
         let mut end: Option<Status> = None;
+        let idle = self.config.stream_idle;
+        let far = Duration::from_secs(365 * 24 * 3600);
+        let silence = tokio::time::sleep(idle.unwrap_or(far));
+        tokio::pin!(silence);
         loop {
             if !reading && pending.is_empty() {
                 break;
@@ -247,10 +254,17 @@ impl Inner {
                     if tx.send(result).await.is_err() || failed {
                         return;
                     }
+                    // Waiting for our acks is not the client's silence.
+                    if let Some(idle) = idle {
+                        silence.as_mut().reset(tokio::time::Instant::now() + idle);
+                    }
                 }
                 message = inbound.message(), if reading && pending.len() < self.config.max_inflight => {
                     match message {
                         Ok(Some(raw)) => {
+                            if let Some(idle) = idle {
+                                silence.as_mut().reset(tokio::time::Instant::now() + idle);
+                            }
                             let admission = self.admit(&raw);
                             let this = self.clone();
                             pending.push_back(async move { this.settle(admission).await });
@@ -264,6 +278,13 @@ impl Inner {
                             end = Some(status);
                         }
                     }
+                }
+                () = &mut silence, if reading && idle.is_some() => {
+                    reading = false;
+                    end = Some(Status::deadline_exceeded(format!(
+                        "no report for {} s; open a new stream when there is one to send",
+                        idle.unwrap_or_default().as_secs()
+                    )));
                 }
                 _ = self.shutdown.cancelled(), if reading => {
                     reading = false;

@@ -87,6 +87,7 @@ pub async fn run(
             // Queue wait plus one pipeline, with room for a reconnection.
             ack_timeout: config.redis_timeout() * 2,
             max_inflight: config.max_inflight_per_stream.max(1),
+            stream_idle: config.stream_idle(),
             dedup_capacity: config.dedup_capacity,
             device_rate_per_min: config.device_rate_per_min,
             device_burst: config.device_burst,
