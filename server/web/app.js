@@ -389,12 +389,20 @@ async function loadRoute(route) {
   connect();
 }
 
+/** Retry delay while no line is known yet. */
+const ROUTES_RETRY_MS = 5000;
+
 async function start() {
   const wanted = new URLSearchParams(location.search).get("route_id");
   let routes = [];
   try { routes = await fetchJson("/api/routes"); } catch (e) { routes = []; }
   if (wanted && !routes.includes(wanted)) routes.unshift(wanted);
-  if (routes.length === 0) routes = ["B"];
+  if (routes.length === 0) {
+    // Nothing to show until a schedule is loaded or a train is reported.
+    $("line").replaceChildren(el("p", { class: "empty", text: "No line known yet: waiting for the first report…" }));
+    setTimeout(start, ROUTES_RETRY_MS);
+    return;
+  }
   const pick = $("route");
   pick.replaceChildren(...routes.map((r) => el("option", { value: r, text: r })));
   pick.value = wanted || routes[0];
