@@ -11,17 +11,20 @@
 //! then prints the ratios and writes JSON and a markdown table.
 //!
 //! - [`ceiling`], [`probe`], [`drain`]: the measurements.
+//! - [`system`], [`child`]: the system under test of a probe.
 //! - [`search`]: the step search over rates (pure).
 //! - [`observe`], [`resources`]: reading Redis and `/proc`.
 //! - [`report`]: results, targets and their markdown.
 
 pub mod ceiling;
+pub mod child;
 pub mod drain;
 pub mod observe;
 pub mod probe;
 pub mod report;
 pub mod resources;
 pub mod search;
+pub mod system;
 
 use std::path::PathBuf;
 use std::time::Duration;

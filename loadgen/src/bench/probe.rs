@@ -10,9 +10,9 @@ use tokio_util::sync::CancellationToken;
 use crowd_proto::layout::Layout;
 
 use super::observe::{self, TrainMemory};
-use super::resources::{cpu_seconds, own_memory_mib};
+use super::resources::{cpu_seconds, own_memory_mib, peak_memory_mib};
+use super::system::System;
 use crate::driver::{self, RunArgs, RunSummary};
-use crate::stack::{Stack, StackOptions};
 
 /// Freshness p99 a sustained rate must keep, milliseconds.
 pub const FRESHNESS_P99_MS: f64 = 250.0;
@@ -61,7 +61,14 @@ pub struct Probe {
     pub max_backlog: u64,
     /// Wall time of the driver (sending + draining), seconds.
     pub wall_secs: f64,
-    /// CPU seconds of this process (server + aggregator + load generator).
+    /// Whether the server ran as a process of its own.
+    pub server_process: bool,
+    /// CPU seconds of the server process, when it is one.
+    pub server_cpu_secs: Option<f64>,
+    /// Peak resident memory of the server process, MiB.
+    pub server_peak_rss_mib: Option<f64>,
+    /// CPU seconds of this process: aggregator and load generator (and the
+    /// server when it runs in-process).
     pub process_cpu_secs: Option<f64>,
     /// CPU seconds of Redis.
     pub redis_cpu_secs: Option<f64>,
@@ -73,14 +80,10 @@ pub struct Probe {
 /// Runs one probe on a fresh stack.
 pub async fn run(plan: &ProbePlan) -> anyhow::Result<Probe> {
     let partitions = crowd_proto::layout::DEFAULT_PARTITIONS;
-    let stack = Stack::start(StackOptions {
-        partitions,
-        server_args: vec!["--device-rate-per-min".into(), "0".into()],
-        ..StackOptions::default()
-    })
-    .await?;
+    let system = System::start(partitions).await?;
+    let server_pid = system.server_pid();
     let layout = Layout::new(partitions);
-    let client = redis::Client::open(stack.redis_url())?;
+    let client = redis::Client::open(system.redis_url())?;
     let mut con = client.get_multiplexed_async_connection().await?;
     let redis_pid = super::resources::redis_info(&mut con)
         .await?
@@ -91,12 +94,15 @@ pub async fn run(plan: &ProbePlan) -> anyhow::Result<Probe> {
     let sampler = tokio::spawn(sample(con.clone(), layout, stop.clone()));
     let process_before = cpu_seconds(None);
     let redis_before = cpu_seconds(redis_pid);
+    let server_before = server_pid.and_then(|p| cpu_seconds(Some(p)));
     let started = std::time::Instant::now();
-    let args = RunArgs::from_flags(driver_flags(plan, &stack.grpc_url()))?;
+    let args = RunArgs::from_flags(driver_flags(plan, &system.grpc_url()))?;
     let summary = driver::run(args).await;
     let wall_secs = started.elapsed().as_secs_f64();
     let process_cpu_secs = delta(process_before, cpu_seconds(None));
     let redis_cpu_secs = delta(redis_before, cpu_seconds(redis_pid));
+    let server_cpu_secs = delta(server_before, server_pid.and_then(|p| cpu_seconds(Some(p))));
+    let server_peak_rss_mib = server_pid.and_then(|p| peak_memory_mib(Some(p)));
     stop.cancel();
     let (max_backlog, max_rss_mib) = sampler.await?;
     let train_memory = if plan.measure_memory {
@@ -104,7 +110,7 @@ pub async fn run(plan: &ProbePlan) -> anyhow::Result<Probe> {
     } else {
         None
     };
-    stack.shutdown().await?;
+    system.shutdown().await?;
     let summary = summary?;
     let why = verdict(&summary, max_backlog, plan.rate);
     Ok(Probe {
@@ -125,6 +131,9 @@ pub async fn run(plan: &ProbePlan) -> anyhow::Result<Probe> {
         query_p99_ms: summary.queries.p99_ms,
         max_backlog,
         wall_secs,
+        server_process: server_pid.is_some(),
+        server_cpu_secs,
+        server_peak_rss_mib,
         process_cpu_secs,
         redis_cpu_secs,
         max_rss_mib,

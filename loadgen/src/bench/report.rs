@@ -99,7 +99,14 @@ pub fn targets(
         0.0
     };
     let per_core = drain.reports_per_cpu_sec;
-    let rss = sparse.best.as_ref().and_then(|p| p.max_rss_mib);
+    let sparse_probe = sparse.best.as_ref();
+    let server_rss = sparse_probe.and_then(|p| p.server_peak_rss_mib);
+    let rss = server_rss.or(sparse_probe.and_then(|p| p.max_rss_mib));
+    let rss_what = if server_rss.is_some() {
+        "server peak RSS"
+    } else {
+        "process RSS (server + aggregator + load generator)"
+    };
     let memory = half.train_memory.as_ref();
     vec![
         target(
@@ -133,10 +140,7 @@ pub fn targets(
             Some(half.query_count > 0 && half.query_p99_ms <= 2.0),
         ),
         target(
-            &format!(
-                "process RSS with {} streams (server + aggregator + load generator)",
-                sparse.streams
-            ),
+            &format!("{rss_what} with {} streams", sparse.streams),
             "server <= 200 MB with 10000 streams",
             rss.map_or("n/a".to_owned(), |m| format!("{m:.0} MiB")),
             rss.map(|m| m <= 200.0 * 1e6 / (1024.0 * 1024.0) && sparse.streams >= 10_000),
@@ -174,10 +178,17 @@ impl BenchReport {
             self.build_profile,
             if self.quick { ", --quick" } else { "" }
         );
+        let split = self.half_load.server_process;
         let _ = writeln!(
             md,
-            "Everything runs on this one machine: Redis is its own process; the \
-             server, the aggregator and the load generator share one process.\n"
+            "Everything runs on this one machine, sharing its cores: Redis is its own \
+             process; {}.\n",
+            if split {
+                "the server is its own process; the aggregator and the load generator share one"
+            } else {
+                "the server, the aggregator and the load generator share one process \
+                 (build crowd-server to measure it apart)"
+            }
         );
         let _ = writeln!(md, "| measure | value | ratio |");
         let _ = writeln!(md, "|---|---|---|");
@@ -247,13 +258,13 @@ impl BenchReport {
         let _ = writeln!(md, "\n## CPU and memory\n");
         let _ = writeln!(
             md,
-            "| phase | reports/s | wall s | this process CPU s | Redis CPU s | peak RSS MiB |"
+            "| phase | reports/s | wall s | server CPU s | loadgen process CPU s | Redis CPU s | server peak RSS MiB | loadgen process RSS MiB |"
         );
-        let _ = writeln!(md, "|---|---|---|---|---|---|");
+        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
         let cell = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.1}"));
         let _ = writeln!(
             md,
-            "| store ceiling (redis-benchmark) | {:.0} | | | {} | |",
+            "| store ceiling (redis-benchmark) | {:.0} | | | | {} | | |",
             c.xadd_per_sec,
             cell(c.redis_cpu_secs)
         );
@@ -265,19 +276,25 @@ impl BenchReport {
             if let Some(p) = p {
                 let _ = writeln!(
                     md,
-                    "| {name} ({} streams) | {:.0} | {:.1} | {} | {} | {} |",
+                    "| {name} ({} streams) | {:.0} | {:.1} | {} | {} | {} | {} | {} |",
                     p.streams,
                     p.achieved_rate,
                     p.wall_secs,
+                    if p.server_process {
+                        cell(p.server_cpu_secs)
+                    } else {
+                        "in-process".to_owned()
+                    },
                     cell(p.process_cpu_secs),
                     cell(p.redis_cpu_secs),
+                    cell(p.server_peak_rss_mib),
                     cell(p.max_rss_mib)
                 );
             }
         }
         let _ = writeln!(
             md,
-            "| aggregator drain | {:.0} | {:.1} | {} | {} | |",
+            "| aggregator drain (aggregator alone in the process) | {:.0} | {:.1} | | {} | {} | | |",
             d.reports_per_sec,
             d.wall_secs,
             cell(d.process_cpu_secs),
@@ -341,6 +358,9 @@ pub(crate) mod tests {
             query_p99_ms: 1.5,
             max_backlog: 10,
             wall_secs: 5.0,
+            server_process: true,
+            server_cpu_secs: Some(1.0),
+            server_peak_rss_mib: Some(120.0),
             process_cpu_secs: Some(4.0),
             redis_cpu_secs: Some(2.0),
             max_rss_mib: Some(150.0),
@@ -445,7 +465,14 @@ pub(crate) mod tests {
         assert!(md.contains("no: freshness p99 400 ms >= 250 ms"), "{md}");
         assert!(md.contains("2 cores, AMD EPYC"), "{md}");
         assert!(
-            md.contains("| half load (8 streams) | 20000 | 5.0 | 4.0 | 2.0 | 150.0 |"),
+            md.contains(
+                "| half load (8 streams) | 20000 | 5.0 | 1.0 | 4.0 | 2.0 | 120.0 | 150.0 |"
+            ),
+            "{md}"
+        );
+        assert!(md.contains("the server is its own process"), "{md}");
+        assert!(
+            md.contains("| server peak RSS with 10000 streams | server <= 200 MB with 10000 streams | 120 MiB | yes |"),
             "{md}"
         );
     }

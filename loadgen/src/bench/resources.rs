@@ -60,6 +60,16 @@ pub fn own_memory_mib() -> (Option<f64>, Option<f64>) {
     )
 }
 
+/// Peak resident memory (`VmHWM`) of a process, MiB.
+pub fn peak_memory_mib(pid: Option<u32>) -> Option<f64> {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/status"),
+        None => "/proc/self/status".to_owned(),
+    };
+    let status = std::fs::read_to_string(path).ok()?;
+    status_kib(&status, "VmHWM:").map(kib_to_mib)
+}
+
 fn status_kib(status: &str, field: &str) -> Option<u64> {
     status
         .lines()
@@ -153,6 +163,7 @@ mod tests {
         assert!(cpu_seconds(None).is_some());
         let (rss, peak) = own_memory_mib();
         assert!(rss.unwrap() > 0.0 && peak.unwrap() >= rss.unwrap());
+        assert!(peak_memory_mib(None).unwrap() > 0.0);
     }
 
     #[test]
