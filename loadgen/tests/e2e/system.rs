@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crowd_proto::pb::v1::{
-    AckStatus, CrowdingLevel, GetOccupancyRequest, GeoPoint, OccupancyEstimate,
+    AckStatus, CrowdingLevel, GeoPoint, GetOccupancyRequest, OccupancyEstimate,
     SearchNearbyRequest, WatchOccupancyRequest,
 };
 use tokio_stream::StreamExt;
@@ -20,11 +20,23 @@ fn rush_reports() -> Vec<crowd_proto::pb::v1::CrowdingReport> {
         .into_iter()
         .enumerate()
     {
-        let r = report(&format!("t1-{i}"), &format!("dev-{i}"), "T1", (i % 2 + 1) as u32, level);
+        let r = report(
+            &format!("t1-{i}"),
+            &format!("dev-{i}"),
+            "T1",
+            (i % 2 + 1) as u32,
+            level,
+        );
         reports.push(at(r, 48.8566, 2.3522));
     }
     for i in 0..2 {
-        let r = report(&format!("t2-{i}"), &format!("dev-{}", 10 + i), "T2", 1, Empty);
+        let r = report(
+            &format!("t2-{i}"),
+            &format!("dev-{}", 10 + i),
+            "T2",
+            1,
+            Empty,
+        );
         reports.push(at(r, 48.95, 2.60));
     }
     reports.push(report("t3-a", "dev-20", "T3", 1, Full));
@@ -99,7 +111,11 @@ async fn reports_become_estimates_for_query_watch_and_search() {
     assert!(find(&estimates, "UNKNOWN").is_none());
 
     let t1 = find(&estimates, "T1").unwrap();
-    assert_eq!(t1.level(), CrowdingLevel::StandingRoomOnly, "one dissenter must not move the median");
+    assert_eq!(
+        t1.level(),
+        CrowdingLevel::StandingRoomOnly,
+        "one dissenter must not move the median"
+    );
     assert!(t1.confidence > 0.0 && t1.confidence <= 1.0);
     assert_eq!(t1.cars.len(), 2);
 
@@ -112,7 +128,10 @@ async fn reports_become_estimates_for_query_watch_and_search() {
     assert_eq!(car(1).level(), CrowdingLevel::Full);
     assert_eq!(car(1).reporters, 2);
     assert_eq!(car(2).level(), CrowdingLevel::FewSeatsAvailable);
-    assert!(t3.cars.iter().all(|c| c.carriage_sequence != 3), "no invented cars");
+    assert!(
+        t3.cars.iter().all(|c| c.carriage_sequence != 3),
+        "no invented cars"
+    );
 
     // Watch: the first T1 estimate arrives within a second of the reports.
     let update = tokio::time::timeout(Duration::from_secs(1), watch.next())
@@ -148,13 +167,19 @@ async fn a_new_report_updates_the_estimate_for_watchers() {
     let stack = start_stack().await;
     let mut occupancy = occupancy_client(&stack).await;
 
-    let acks = stream_all(&stack, vec![report("w-1", "dev-1", "T9", 1, CrowdingLevel::Empty)]).await;
+    let acks = stream_all(
+        &stack,
+        vec![report("w-1", "dev-1", "T9", 1, CrowdingLevel::Empty)],
+    )
+    .await;
     assert_eq!(acks[0].status(), AckStatus::Accepted);
     let first = eventually(Duration::from_secs(2), || {
         let mut occupancy = occupancy.clone();
         async move {
             let got = occupancy
-                .get_occupancy(GetOccupancyRequest { trips: vec![trip("T9")] })
+                .get_occupancy(GetOccupancyRequest {
+                    trips: vec![trip("T9")],
+                })
                 .await
                 .ok()?
                 .into_inner();
@@ -178,7 +203,11 @@ async fn a_new_report_updates_the_estimate_for_watchers() {
     assert_eq!(current.level(), CrowdingLevel::Empty);
 
     // The same rider now finds the car full: their latest report replaces the old one.
-    let acks = stream_all(&stack, vec![report("w-2", "dev-1", "T9", 1, CrowdingLevel::Full)]).await;
+    let acks = stream_all(
+        &stack,
+        vec![report("w-2", "dev-1", "T9", 1, CrowdingLevel::Full)],
+    )
+    .await;
     assert_eq!(acks[0].status(), AckStatus::Accepted);
     let changed = tokio::time::timeout(Duration::from_secs(1), async {
         loop {
