@@ -13,14 +13,22 @@
 //!   window (or implausibly far in the future) do not count at all. Trust is a
 //!   pluggable per-device function ([`Trust`]): [`UniformTrust`] weighs
 //!   everybody 1, [`Reputation`](crate::reputation::Reputation) learns it.
+//! - **Implausible reports count less**: far from where the train's riders
+//!   say it is, or received long after they were observed
+//!   ([`plausibility`]); the share lost is kept with the observation.
+//! - **Devices without standing share a capped weight** on each train and
+//!   car ([`NEWCOMER_FLOOR`], [`NEWCOMER_SHARE`]), so a burst of fresh
+//!   devices cannot outvote riders the service has learnt to trust.
 //! - **The level** is the weighted median of the levels, so a minority of wrong
 //!   or hostile riders cannot drag it: they would need half the weight.
-//! - **The percentage** is the weighted mean of the reported percentages,
-//!   using the level's typical percentage when a rider gave none.
-//! - **Confidence** (0..1) is `agreement × (1 − e^(−W / W0))`: agreement is
-//!   the share of weight at the median level (half credit one level away), and
-//!   `W` the total fresh weight, so it grows with independent, agreeing, fresh
-//!   reports.
+//! - **The percentage** is the weighted mean of the percentages within one
+//!   level of the median (the typical percentage of the level when a rider
+//!   gave none): the far-off ones (liars, spammers) would drag a plain mean.
+//! - **Confidence** (0..1) is the probability that the published level is
+//!   right, under a normal error of the percentage whose size shrinks with
+//!   the weight of the reports and grows with their disagreement
+//!   ([`confidence`] has the formula), so it grows with independent,
+//!   agreeing, fresh reports and is lower near a band edge.
 //! - **Per car** estimates exist only for cars somebody reported on; car 0
 //!   ("whole train") only feeds the train level.
 //! - **The train level** gives each device one vote, its latest observation
@@ -33,14 +41,24 @@ use crowd_proto::level::Level;
 use crowd_proto::pb::store::{Observation, Position, StoredReport, TrainState};
 use crowd_proto::pb::v1::{CarEstimate, EstimateSource, GeoPoint, OccupancyEstimate, TripRef};
 
-/// Total fresh weight at which confidence reaches about 63% of its agreement.
-const CONFIDENCE_WEIGHT_SCALE: f64 = 2.0;
+use crate::plausibility;
+
 /// Smallest decay factor: keeps very old (but in-window) weights positive.
 const MIN_DECAY: f64 = 1e-12;
 /// Largest trust a device can get, so one device can never dominate.
 const MAX_TRUST: f64 = 10.0;
 /// Percentages above this are treated as this (crush loads stay below it).
 const MAX_PERCENTAGE: u32 = 300;
+/// Combined weight devices without standing get on a train nobody
+/// established reports on (three fresh riders' worth), so the first riders
+/// of an empty train are heard; each unit of established weight takes one
+/// unit off it.
+pub const NEWCOMER_FLOOR: f64 = 3.0;
+/// On a train with established riders, devices without standing together
+/// weigh at most this share of the established weight (or what is left of
+/// the floor, if more): they can sway a split train, not outvote an
+/// agreeing one.
+pub const NEWCOMER_SHARE: f64 = 0.5;
 
 /// Tunables of the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +94,15 @@ impl Default for Params {
 pub trait Trust {
     /// The weight of `device` (its keyed hash). Non-finite or negative is 0.
     fn weight(&self, device: u64) -> f64;
+
+    /// Whether `device` has earned its standing. Devices that have not (new
+    /// or distrusted ones) share a capped weight on each train
+    /// ([`NEWCOMER_FLOOR`], [`NEWCOMER_SHARE`]), so a burst of fresh devices
+    /// cannot outvote the established riders of a train. Everybody is
+    /// established unless a model says otherwise.
+    fn established(&self, _device: u64) -> bool {
+        true
+    }
 }
 
 /// Everybody is believed equally.
@@ -130,8 +157,12 @@ pub fn apply(state: &mut TrainState, report: &StoredReport, params: &Params) -> 
         state.route_id.clone_from(&report.route_id);
     }
 
-    upsert_observation(state, report, params);
-    remember_position(state, report);
+    let assessment = plausibility::assess(report, &state.recent_fixes, params.half_life_ms);
+    upsert_observation(state, report, 1.0 - assessment.factor, params);
+    if !assessment.far {
+        plausibility::remember_fix(&mut state.recent_fixes, report);
+        remember_position(state, report);
+    }
     Applied::Counted
 }
 
@@ -154,7 +185,11 @@ pub fn estimate(
         .filter_map(|o| Vote::new(o, now_ms, params, trust))
         .collect();
 
-    let train = summarize(latest_per_device(&votes).into_iter())?;
+    let per_device = latest_per_device(&votes);
+    // Newcomers are capped against the established riders of the whole
+    // train, so that a swarm spread over the cars is capped everywhere.
+    let scale = newcomer_scale(&per_device);
+    let train = summarize(per_device.into_iter(), Some(scale))?;
 
     let mut per_car: BTreeMap<u32, Vec<&Vote<'_>>> = BTreeMap::new();
     for vote in votes.iter().filter(|v| v.obs.carriage_sequence > 0) {
@@ -166,7 +201,7 @@ pub fn estimate(
     let cars = per_car
         .into_iter()
         .filter_map(|(car, votes)| {
-            let s = summarize(votes.into_iter())?;
+            let s = summarize(votes.into_iter(), Some(scale))?;
             Some(CarEstimate {
                 carriage_sequence: car,
                 level: s.level.number(),
@@ -236,8 +271,8 @@ pub fn consensus(
         .filter_map(|o| Vote::new(o, now_ms, params, trust))
         .collect();
     let s = match car {
-        Some(_) => summarize(votes.iter())?,
-        None => summarize(latest_per_device(&votes).into_iter())?,
+        Some(_) => summarize(votes.iter(), None)?,
+        None => summarize(latest_per_device(&votes).into_iter(), None)?,
     };
     Some(Consensus {
         level: s.level,
@@ -290,13 +325,19 @@ fn recency(o: &Observation) -> (i64, u32, u32, Option<u32>) {
 }
 
 /// Keeps the latest observation per (device, car), sorted by that key.
-fn upsert_observation(state: &mut TrainState, report: &StoredReport, params: &Params) {
+fn upsert_observation(
+    state: &mut TrainState,
+    report: &StoredReport,
+    discount: f64,
+    params: &Params,
+) {
     let new = Observation {
         device: report.device,
         carriage_sequence: report.carriage_sequence,
         level: report.level,
         occupancy_percentage: report.occupancy_percentage,
         observed_at_ms: report.observed_at_ms,
+        discount: discount.clamp(0.0, 1.0) as f32,
     };
     let key = (new.device, new.carriage_sequence);
     let found = state
@@ -359,6 +400,8 @@ struct Vote<'a> {
     level: Level,
     percentage: f64,
     weight: f64,
+    /// The device has no standing yet: its weight is part of the capped share.
+    newcomer: bool,
 }
 
 impl<'a> Vote<'a> {
@@ -377,13 +420,20 @@ impl<'a> Vote<'a> {
         let age_ms = now_ms.saturating_sub(obs.observed_at_ms).max(0);
         let half_lives = age_ms as f64 / params.half_life_ms.max(1) as f64;
         let decay = 0.5f64.powf(half_lives).max(MIN_DECAY);
+        let newcomer = !trust.established(obs.device);
         let trust = trust.weight(obs.device);
         let trust = if trust.is_finite() {
             trust.clamp(0.0, MAX_TRUST)
         } else {
             0.0
         };
-        let weight = trust * decay;
+        let plausible = 1.0 - f64::from(obs.discount).clamp(0.0, 1.0);
+        let plausible = if plausible.is_finite() {
+            plausible
+        } else {
+            1.0
+        };
+        let weight = trust * decay * plausible;
         if weight <= 0.0 {
             return None;
         }
@@ -396,7 +446,30 @@ impl<'a> Vote<'a> {
             level,
             percentage: f64::from(percentage),
             weight,
+            newcomer,
         })
+    }
+}
+
+/// The factor (0..=1) applied to the weight of every device without
+/// standing, so that together they weigh at most
+/// `max(NEWCOMER_SHARE × E, NEWCOMER_FLOOR − E)` where `E` is the
+/// established weight: the whole floor on an empty train, and less than
+/// `E` as soon as `E` exceeds half the floor.
+fn newcomer_scale(votes: &[&Vote<'_>]) -> f64 {
+    let (mut newcomers, mut established) = (0.0, 0.0);
+    for v in votes {
+        if v.newcomer {
+            newcomers += v.weight;
+        } else {
+            established += v.weight;
+        }
+    }
+    let cap = (NEWCOMER_SHARE * established).max(NEWCOMER_FLOOR - established);
+    if newcomers > cap && newcomers.is_finite() {
+        cap / newcomers
+    } else {
+        1.0
     }
 }
 
@@ -410,16 +483,31 @@ struct Summary {
 }
 
 /// Weighted median level, weighted mean percentage and confidence.
-fn summarize<'v, 'a: 'v>(votes: impl Iterator<Item = &'v Vote<'a>>) -> Option<Summary> {
+///
+/// Newcomers' weights are multiplied by `scale`, or by the cap computed over
+/// these very votes when `None`.
+fn summarize<'v, 'a: 'v>(
+    votes: impl Iterator<Item = &'v Vote<'a>>,
+    scale: Option<f64>,
+) -> Option<Summary> {
+    let votes: Vec<&Vote<'_>> = votes.collect();
+    let newcomer_scale = scale.unwrap_or_else(|| newcomer_scale(&votes));
     let mut by_level = [0.0f64; Level::ALL.len()];
+    let mut pct_by_level = [0.0f64; Level::ALL.len()];
+    let mut pct_squares = 0.0;
     let mut total = 0.0;
-    let mut weighted_pct = 0.0;
     let mut newest_ms = i64::MIN;
     let mut devices = Vec::new();
     for v in votes {
-        by_level[v.level as usize - 1] += v.weight;
-        total += v.weight;
-        weighted_pct += v.weight * v.percentage;
+        let weight = if v.newcomer {
+            v.weight * newcomer_scale
+        } else {
+            v.weight
+        };
+        by_level[v.level as usize - 1] += weight;
+        pct_by_level[v.level as usize - 1] += weight * v.percentage;
+        pct_squares += weight * v.percentage * v.percentage;
+        total += weight;
         newest_ms = newest_ms.max(v.obs.observed_at_ms);
         devices.push(v.obs.device);
     }
@@ -438,29 +526,34 @@ fn summarize<'v, 'a: 'v>(votes: impl Iterator<Item = &'v Vote<'a>>) -> Option<Su
             break;
         }
     }
-    let agreeing: f64 = Level::ALL
+    // The mean percentage of the votes within one level of the median: the
+    // ones far off (liars, spammers) would drag a plain mean.
+    let (near_weight, near_pct) = Level::ALL
         .iter()
-        .zip(by_level)
-        .map(|(l, w)| match l.distance(level) {
-            0 => w,
-            1 => w / 2.0,
-            _ => 0.0,
-        })
-        .sum();
-    let agreement = (agreeing / total).clamp(0.0, 1.0);
-    let freshness = 1.0 - (-total / CONFIDENCE_WEIGHT_SCALE).exp();
-    let confidence = (agreement * freshness).clamp(0.0, 1.0) as f32;
-    let percentage = (weighted_pct / total)
-        .round()
-        .clamp(0.0, f64::from(MAX_PERCENTAGE)) as u32;
+        .enumerate()
+        .filter(|(_, l)| l.distance(level) <= 1)
+        .fold((0.0, 0.0), |(w, p), (i, _)| {
+            (w + by_level[i], p + pct_by_level[i])
+        });
+    let percentage = if near_weight > 0.0 {
+        near_pct / near_weight
+    } else {
+        f64::from(level.typical_percentage())
+    };
+    let percentage = percentage.clamp(0.0, f64::from(MAX_PERCENTAGE));
+    let mean = pct_by_level.iter().sum::<f64>() / total;
+    let spread = (pct_squares / total - mean * mean).max(0.0).sqrt();
+    let std_error = confidence::std_error(spread, total);
     Some(Summary {
         level,
-        percentage,
-        confidence,
+        percentage: percentage.round() as u32,
+        confidence: confidence::band_probability(level, percentage, std_error) as f32,
         reporters: u32::try_from(devices.len()).unwrap_or(u32::MAX),
         newest_ms,
     })
 }
+
+pub mod confidence;
 
 #[cfg(test)]
 mod tests;

@@ -2,6 +2,8 @@
 //! per-car occupancy estimates.
 //!
 //! - [`estimator`]: the pure model (no I/O, time passed in).
+//! - [`plausibility`]: how far a report's position and delay make it
+//!   implausible (pure).
 //! - [`reputation`]: device trust learnt from agreement with consensus,
 //!   shared through Redis by `reputation_store`.
 //! - [`config`]: flags and environment.
@@ -18,6 +20,7 @@
 pub mod config;
 pub mod error;
 pub mod estimator;
+pub mod plausibility;
 pub mod reputation;
 
 mod backoff;

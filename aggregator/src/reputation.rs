@@ -10,6 +10,24 @@
 //! a proven one at most [`MAX_TRUST`], a proven liar at least [`MIN_TRUST`], so
 //! a newcomer neither dominates nor is ignored.
 //!
+//! # Why new devices weigh 1 but share a capped voice
+//!
+//! Device ids are free, so a hostile actor can always show up with many
+//! fresh devices at once; starting them low would not help (fifty devices at
+//! ½ still outweigh ten riders at 1), and it would silence the first honest
+//! rider of an empty train, which is when a report is most useful. So a new
+//! device weighs 1, but devices without standing (score below
+//! [`ESTABLISHED_SCORE`], i.e. fewer than two net agreements, or distrusted)
+//! together weigh at most `max(½ × E, 3 − E)` on each train and car, where
+//! `E` is the weight of the established riders there (see
+//! [`crate::estimator::NEWCOMER_FLOOR`]): on a train whose established
+//! riders agree (`E` of 2 or more), any number of fresh devices is at most
+//! a third of the weight and cannot move the median past the established
+//! riders' own spread; on an empty train, the first three riders are heard
+//! in full. Standing is earned only by agreeing with a settled
+//! consensus of *other* devices, which a swarm reporting at once cannot
+//! earn for itself.
+//!
 //! Pure and in memory; the aggregator shares scores through Redis as soft
 //! state (`reputation_store`), so a restart or another aggregator does not
 //! start from scratch.
@@ -31,6 +49,9 @@ const SCORE_PER_DOUBLING: f64 = 4.0;
 pub const MIN_TRUST: f64 = 0.125;
 /// Trust of a device that agreed many times.
 pub const MAX_TRUST: f64 = 4.0;
+/// Score from which a device has standing: it no longer shares the capped
+/// weight of newcomers (see [`Trust::established`]).
+pub const ESTABLISHED_SCORE: f64 = 2.0;
 /// A consensus is settled from this confidence on...
 const SETTLED_CONFIDENCE: f32 = 0.5;
 /// ...and with at least this many other devices behind it.
@@ -160,6 +181,12 @@ impl Trust for Reputation {
         (2f64)
             .powf(self.score(device) / SCORE_PER_DOUBLING)
             .clamp(MIN_TRUST, MAX_TRUST)
+    }
+
+    /// Standing takes [`ESTABLISHED_SCORE`]: at least two net agreements
+    /// with a settled consensus.
+    fn established(&self, device: u64) -> bool {
+        self.score(device) >= ESTABLISHED_SCORE
     }
 }
 

@@ -24,3 +24,6 @@ pub const PARTITIONS_OWNED: &str = "crowd_aggregator_partitions_owned";
 pub const TRAINS_EXPIRED: &str = "crowd_aggregator_trains_expired_total";
 /// Redis errors outside commits: reads, leases, sweeps (counter).
 pub const REDIS_ERRORS: &str = "crowd_aggregator_redis_errors_total";
+/// Counted reports that lost weight as suspicious, labelled by `reason`
+/// (`far_from_train`, `late_arrival`) (counter).
+pub const FLAGGED_REPORTS: &str = "crowd_aggregator_flagged_reports_total";

@@ -26,6 +26,7 @@ use crate::commit::{TrainWrite, WriteError, Writer, indexable};
 use crate::estimator::{self, Applied, Params};
 use crate::lease::Leases;
 use crate::partition::{Partition, Phase, Train};
+use crate::plausibility;
 use crate::reputation::{Reputation, judge};
 use crate::reputation_store::ReputationStore;
 use crate::stream::{self, Entry, From};
@@ -343,9 +344,15 @@ impl Worker {
             } else {
                 None
             };
+            let assessment =
+                plausibility::assess(r, &train.state.recent_fixes, self.params.half_life_ms);
             match estimator::apply(&mut train.state, r, &self.params) {
                 Applied::Counted => {
                     metrics::counter!(telemetry::REPORTS_APPLIED).increment(1);
+                    for flag in assessment.flags() {
+                        metrics::counter!(telemetry::FLAGGED_REPORTS, "reason" => flag.label())
+                            .increment(1);
+                    }
                     if let Some(v) = verdict {
                         let delta = self.reputation.record(r.device, v);
                         *self.reputation_changes.entry(r.device).or_default() += delta;

@@ -303,6 +303,134 @@ fn an_unknown_level_is_rejected() {
     assert_eq!(state, TrainState::default());
 }
 
+/// Devices `established` have standing and weigh 1; the others are newcomers.
+struct Standing(std::collections::BTreeSet<u64>);
+
+impl Trust for Standing {
+    fn weight(&self, _device: u64) -> f64 {
+        1.0
+    }
+    fn established(&self, device: u64) -> bool {
+        self.0.contains(&device)
+    }
+}
+
+fn estimate_with(reports: &[StoredReport], trust: &impl Trust) -> Option<OccupancyEstimate> {
+    let params = Params::default();
+    let mut state = TrainState::default();
+    for r in reports {
+        apply(&mut state, r, &params);
+    }
+    estimate(&state, NOW, &params, trust)
+}
+
+#[test]
+fn a_swarm_of_fresh_devices_cannot_outvote_established_riders() {
+    let mut reports: Vec<StoredReport> = (0..4)
+        .map(|d| {
+            report(
+                &format!("h{d}"),
+                d,
+                1 + d as u32,
+                Level::ManySeats,
+                NOW - MINUTE,
+            )
+        })
+        .collect();
+    for d in 100..150u64 {
+        reports.push(report(
+            &format!("s{d}"),
+            d,
+            1 + (d % 8) as u32,
+            Level::Full,
+            NOW,
+        ));
+    }
+    let trust = Standing((0..4).collect());
+    let est = estimate_with(&reports, &trust).expect("an estimate");
+    assert_eq!(level(&est), Level::ManySeats);
+    assert_eq!(est.reporters, 54);
+    // Without standing, the same swarm wins.
+    let naive = estimate_with(&reports, &UniformTrust).expect("an estimate");
+    assert_eq!(level(&naive), Level::Full);
+}
+
+#[test]
+fn the_first_riders_of_an_empty_train_are_heard_in_full() {
+    let nobody = Standing(Default::default());
+    let one = [report("a", 1, 2, Level::Crushed, NOW)];
+    let alone = estimate_with(&one, &nobody).expect("an estimate");
+    let uniform = estimate_with(&one, &UniformTrust).expect("an estimate");
+    assert_eq!(alone, uniform);
+    // Up to the floor, newcomers weigh what established riders would.
+    let three: Vec<StoredReport> = (0..3)
+        .map(|d| report(&format!("n{d}"), d, 1, Level::Crushed, NOW))
+        .collect();
+    assert_eq!(
+        estimate_with(&three, &nobody),
+        estimate_with(&three, &UniformTrust)
+    );
+}
+
+#[test]
+fn newcomers_can_still_sway_a_split_train() {
+    // Established riders split 2 / 2 between few seats and standing: the
+    // newcomers' capped voice decides, as it should on an honest train.
+    let mut reports = vec![
+        report("a", 1, 1, Level::FewSeats, NOW),
+        report("b", 2, 2, Level::FewSeats, NOW),
+        report("c", 3, 3, Level::StandingRoom, NOW),
+        report("d", 4, 4, Level::StandingRoom, NOW),
+    ];
+    reports.push(report("n", 10, 5, Level::StandingRoom, NOW));
+    let trust = Standing((1..=4).collect());
+    let est = estimate_with(&reports, &trust).expect("an estimate");
+    assert_eq!(level(&est), Level::StandingRoom);
+}
+
+#[test]
+fn an_implausibly_late_report_counts_less() {
+    let on_time = report("a", 1, 1, Level::Empty, NOW - MINUTE);
+    let mut late = report("b", 2, 1, Level::Full, NOW - MINUTE);
+    late.observed_at_ms = NOW - 10 * MINUTE;
+    late.received_at_ms = NOW;
+    let mut late_late = late.clone();
+    late_late.report_id = "c".into();
+    late_late.device = 3;
+    // Two late FULL reports against one on-time EMPTY: on time wins.
+    let (state, est) = run(&[on_time, late, late_late]);
+    assert_eq!(level(&est.expect("an estimate")), Level::Empty);
+    assert!(state.observations.iter().any(|o| o.discount > 0.5));
+}
+
+#[test]
+fn a_report_far_from_the_train_counts_less_and_does_not_move_it() {
+    let at = |lat: f64, lon: f64| {
+        Some(Position {
+            latitude: lat,
+            longitude: lon,
+            accuracy_m: 20.0,
+        })
+    };
+    let mut reports = Vec::new();
+    for d in 0..2u64 {
+        let mut r = report(&format!("h{d}"), d, 1, Level::FewSeats, NOW);
+        r.position = at(48.8618, 2.3469);
+        reports.push(r);
+    }
+    for d in 10..13u64 {
+        let mut r = report(&format!("f{d}"), d, 1, Level::Full, NOW);
+        r.position = at(48.7054, 2.0714);
+        reports.push(r);
+    }
+    let (state, est) = run(&reports);
+    let est = est.expect("an estimate");
+    assert_eq!(level(&est), Level::FewSeats);
+    let p = est.position.expect("a position");
+    assert!((p.latitude - 48.8618).abs() < 1e-9);
+    assert_eq!(state.recent_fixes.len(), 2);
+}
+
 fn arb_report(index: usize) -> impl Strategy<Value = StoredReport> {
     (
         0u64..6,
@@ -375,6 +503,55 @@ proptest! {
             with_old.push(r);
         }
         prop_assert_eq!(run(&with_old).1, run(&reports).1);
+    }
+
+    #[test]
+    fn one_device_cannot_move_three_agreeing_ones(
+        agreed in 1u32..=7,
+        extra in proptest::collection::vec((0u32..9, 1u32..=7, -(10 * MINUTE)..MINUTE), 1..40),
+        trust in 0.0f64..1e6,
+    ) {
+        // Three devices agree; a fourth sends anything, as often as it likes,
+        // with the highest trust the estimator allows.
+        let mut reports: Vec<StoredReport> = (1..=3)
+            .map(|d| {
+                let mut r = report(&format!("a{d}"), d, d as u32, Level::Empty, NOW - MINUTE);
+                r.level = agreed;
+                r
+            })
+            .collect();
+        for (i, (car, lvl, offset)) in extra.into_iter().enumerate() {
+            let mut r = report(&format!("x{i}"), 99, car, Level::Empty, NOW + offset);
+            r.level = lvl;
+            reports.push(r);
+        }
+        let heavy = move |d: u64| if d == 99 { trust } else { MAX_TRUST };
+        let est = estimate_with(&reports, &heavy).expect("an estimate");
+        prop_assert_eq!(est.level, agreed as i32);
+    }
+
+    #[test]
+    fn newcomers_never_outweigh_agreeing_established_riders(
+        agreed in 1u32..=7,
+        lie in 1u32..=7,
+        honest in 3u64..8,
+        swarm in 0u64..200,
+    ) {
+        let mut reports: Vec<StoredReport> = (0..honest)
+            .map(|d| {
+                let mut r = report(&format!("h{d}"), d, 1, Level::Empty, NOW - MINUTE);
+                r.level = agreed;
+                r
+            })
+            .collect();
+        for d in 0..swarm {
+            let mut r = report(&format!("s{d}"), 1000 + d, 1 + (d % 8) as u32, Level::Empty, NOW);
+            r.level = lie;
+            reports.push(r);
+        }
+        let trust = Standing((0..honest).collect());
+        let est = estimate_with(&reports, &trust).expect("an estimate");
+        prop_assert_eq!(est.level, agreed as i32);
     }
 
     #[test]
