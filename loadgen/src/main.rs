@@ -5,12 +5,13 @@
 //!   is invalid or misses a threshold.
 //! - `loadgen demo`: the whole system on one machine with simulated riders.
 //! - `loadgen bench`: the end-to-end benchmark; writes JSON and markdown.
+//! - `loadgen quality`: estimate quality against the simulator's truth.
 //! - `loadgen sample-gtfs --out DIR`: the sample network as a GTFS feed.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use crowd_loadgen::{bench, demo, driver};
+use crowd_loadgen::{bench, demo, driver, quality};
 
 #[derive(Debug, Parser)]
 #[command(name = "loadgen", version, about = "Load generator and demo for crowd")]
@@ -44,6 +45,10 @@ enum Command {
     /// CPU and memory. Prints a markdown table and writes JSON and markdown
     /// under --out.
     Bench(bench::BenchArgs),
+    /// Measure estimate quality: the default and adversarial scenarios (with
+    /// a swarm on one train) through a compressed rush, scored against the
+    /// truth; `--assert` fails unless the quality bar is met.
+    Quality(quality::QualityArgs),
     /// Write the sample network as a GTFS static feed (for `crowd-server --gtfs`).
     SampleGtfs {
         /// Folder to write agency.txt, routes.txt, stops.txt, ... into.
@@ -68,6 +73,7 @@ async fn main() -> ExitCode {
             print!("{}", report.markdown());
             ExitCode::SUCCESS
         }),
+        Command::Quality(args) => quality_run(args).await,
         Command::SampleGtfs { out } => {
             crowd_loadgen::sim::gtfs_export::write(&crowd_loadgen::sim::Network::sample(), &out)
                 .map(|()| ExitCode::SUCCESS)
@@ -92,4 +98,17 @@ async fn run(args: driver::RunArgs) -> anyhow::Result<ExitCode> {
         eprintln!("loadgen run failed: {failure}");
     }
     Ok(ExitCode::FAILURE)
+}
+
+/// `loadgen quality`: 1 when `--assert` is given and the bar is missed.
+async fn quality_run(args: quality::QualityArgs) -> anyhow::Result<ExitCode> {
+    let measured = quality::run(&args).await?;
+    print!("{measured}");
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&measured)?)?;
+    }
+    if args.assert && !measured.failures.is_empty() {
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
 }

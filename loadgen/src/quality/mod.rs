@@ -1,0 +1,190 @@
+//! `loadgen quality`: how good the published estimates are, in one command.
+//!
+//! Plays a compressed morning rush three times, each against a fresh
+//! in-process stack (private Redis, server, aggregator):
+//!
+//! 1. the default scenario (20 % noisy riders, 5 % hostile devices);
+//! 2. the adversarial scenario, whose swarm of fresh devices tells one lie
+//!    about one train;
+//! 3. the adversarial scenario with an empty swarm, as the reference: what
+//!    the swarm's target would have been estimated without the swarm.
+//!
+//! Accuracy rounds compare the estimates backed by at least
+//! `--min-reporters` devices with the simulator's truth every simulated
+//! minute and are added up ([`tally`]). With `--assert`, the run fails
+//! unless the quality bar is met.
+//!
+//! - [`play`]: one scenario against one stack.
+//! - [`tally`]: the pure sums, the swarm's effect and the bar.
+
+pub mod play;
+pub mod tally;
+
+use chrono::{NaiveDateTime, NaiveTime, TimeDelta, Utc};
+use serde::Serialize;
+
+use crate::sim::Scenario;
+use play::{Plan, Played};
+use tally::{Bar, Numbers, SwarmEffect, swarm_effect};
+
+/// Options of `loadgen quality`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct QualityArgs {
+    /// Simulated time of day the rush starts at (HH:MM).
+    #[arg(long, default_value = "07:45")]
+    pub start: String,
+    /// Simulated minutes played per scenario.
+    #[arg(long, default_value_t = 60)]
+    pub minutes: i64,
+    /// Simulated seconds per real second (the aggregator's half-life and
+    /// window are compressed by the same factor).
+    #[arg(long, default_value_t = 30.0)]
+    pub speed: f64,
+    /// Reports per simulated minute, all riders together.
+    #[arg(long, default_value_t = 160.0)]
+    pub reports_per_sim_minute: f64,
+    /// Only estimates backed by at least this many devices are compared.
+    #[arg(long, default_value_t = 3)]
+    pub min_reporters: u32,
+    /// Seed of the simulation.
+    #[arg(long, default_value_t = 11)]
+    pub seed: u64,
+    /// Exit non-zero unless the quality bar is met.
+    #[arg(long)]
+    pub assert: bool,
+    /// Write the numbers as JSON here.
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
+}
+
+/// Simulated minutes during which the swarm's reports are judged (its
+/// lie is at most a window old).
+const SWARM_MINUTES: i64 = 15;
+
+/// Everything a quality run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Quality {
+    /// Default scenario, estimates with enough reporters.
+    pub default: Numbers,
+    /// Default scenario, every estimate (coverage of any answer).
+    pub default_all: Numbers,
+    /// Adversarial scenario, estimates with enough reporters.
+    pub adversarial: Numbers,
+    /// The swarm's effect on its target.
+    pub swarm: SwarmEffect,
+    /// The bar the numbers were held to.
+    pub bar: Bar,
+    /// Parts of the bar missed.
+    pub failures: Vec<String>,
+}
+
+/// Runs the three scenarios and judges them.
+pub async fn run(args: &QualityArgs) -> anyhow::Result<Quality> {
+    anyhow::ensure!(
+        args.speed.is_finite() && args.speed > 0.0,
+        "--speed must be > 0"
+    );
+    anyhow::ensure!(args.minutes > 0, "--minutes must be > 0");
+    let start = NaiveTime::parse_from_str(&args.start, "%H:%M")
+        .map_err(|_| anyhow::anyhow!("--start {:?}: expected HH:MM", args.start))?;
+    let from = NaiveDateTime::new(Utc::now().date_naive(), start);
+    let until = from + TimeDelta::minutes(args.minutes);
+    let plan = |scenario: Scenario| Plan {
+        scenario,
+        seed: args.seed,
+        from,
+        until,
+        speed: args.speed,
+        reports_per_sim_minute: args.reports_per_sim_minute,
+        score_every_minutes: 1,
+        min_reporters: args.min_reporters,
+        follow: None,
+    };
+
+    eprintln!(
+        "quality: default scenario, {} simulated minutes",
+        args.minutes
+    );
+    let default = play::play(&plan(Scenario::default())).await?;
+    print_acks("default", &default);
+
+    eprintln!("quality: adversarial scenario with its swarm");
+    let adversarial = Scenario::adversarial();
+    let swarm_start = adversarial.swarm.map_or(0, |s| i64::from(s.at_minute));
+    let attacked = play::play(&plan(adversarial.clone())).await?;
+    print_acks("adversarial", &attacked);
+
+    eprintln!("quality: adversarial scenario without its swarm (reference)");
+    let mut quiet = adversarial;
+    if let Some(swarm) = quiet.swarm.as_mut() {
+        swarm.size = 0;
+    }
+    let reference_from =
+        from.max(from.date().and_time(NaiveTime::MIN) + TimeDelta::minutes(swarm_start - 5));
+    let reference = play::play(&Plan {
+        from: reference_from,
+        until: until.min(reference_from + TimeDelta::minutes(SWARM_MINUTES + 6)),
+        follow: attacked.target.clone(),
+        ..plan(quiet)
+    })
+    .await?;
+
+    let swarm = swarm_effect(
+        &attacked.trace,
+        &reference.trace,
+        swarm_start,
+        SWARM_MINUTES,
+    );
+    let bar = Bar::default();
+    let default_numbers = default.supported.numbers();
+    let adversarial_numbers = attacked.supported.numbers();
+    let mut failures = bar.check("default", &default_numbers);
+    failures.extend(bar.check("adversarial", &adversarial_numbers));
+    failures.extend(bar.check_swarm(&swarm));
+    Ok(Quality {
+        default: default_numbers,
+        default_all: default.all.numbers(),
+        adversarial: adversarial_numbers,
+        swarm,
+        bar,
+        failures,
+    })
+}
+
+fn print_acks(name: &str, played: &Played) {
+    let (accepted, rejected, duplicate) = played.acks;
+    eprintln!("quality: {name}: {accepted} accepted, {rejected} rejected, {duplicate} duplicate");
+}
+
+impl std::fmt::Display for Quality {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "default scenario (estimates with ≥ 3 reporters):")?;
+        write!(f, "{}", self.default)?;
+        writeln!(
+            f,
+            "  any estimate: coverage {:.1}%, trains exact {:.1}%, within one {:.1}%",
+            self.default_all.coverage * 100.0,
+            self.default_all.trains.exact * 100.0,
+            self.default_all.trains.within_one * 100.0
+        )?;
+        writeln!(f, "adversarial scenario (estimates with ≥ 3 reporters):")?;
+        write!(f, "{}", self.adversarial)?;
+        writeln!(
+            f,
+            "swarm of fresh devices on one train: {} rounds; target off the truth by ≤ {} \
+             level(s) (≤ {} before the swarm), off its estimate without the swarm by ≤ {}",
+            self.swarm.rounds,
+            self.swarm.max_error_vs_truth,
+            self.swarm.max_error_before,
+            self.swarm.max_shift_vs_honest
+        )?;
+        if self.failures.is_empty() {
+            writeln!(f, "quality bar: met")
+        } else {
+            for failure in &self.failures {
+                writeln!(f, "quality bar missed: {failure}")?;
+            }
+            Ok(())
+        }
+    }
+}
