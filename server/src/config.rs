@@ -76,6 +76,12 @@ pub struct Config {
     #[arg(long, env = "CROWD_STREAM_MAXLEN", default_value_t = 1_000_000)]
     pub stream_maxlen: u64,
 
+    /// Raw reports older than this many seconds are trimmed from the streams
+    /// (privacy); 0 keeps them until --stream-maxlen pushes them out. Keep it
+    /// well above the longest aggregator outage: unread reports are dropped too.
+    #[arg(long, env = "CROWD_RETENTION_SECS", default_value_t = 0)]
+    pub retention_secs: u64,
+
     /// Longest wait for any Redis reply, in milliseconds; past it the client gets UNAVAILABLE.
     #[arg(long, env = "CROWD_REDIS_TIMEOUT_MS", default_value_t = 1000)]
     pub redis_timeout_ms: u64,
@@ -172,6 +178,11 @@ impl Config {
     /// Longest wait for a Redis reply.
     pub fn redis_timeout(&self) -> Duration {
         Duration::from_millis(self.redis_timeout_ms.max(1))
+    }
+
+    /// How long raw reports are kept; `None` when only their number is bounded.
+    pub fn retention(&self) -> Option<Duration> {
+        (self.retention_secs > 0).then(|| Duration::from_secs(self.retention_secs))
     }
 
     /// How long a report stream may stay silent; `None` when unlimited.

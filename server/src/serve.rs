@@ -58,6 +58,7 @@ pub async fn run(
             writers: config.writers,
             batch: config.write_batch,
             maxlen: config.stream_maxlen,
+            retention: config.retention(),
         },
     );
     let (hub, hub_task) = Hub::spawn(

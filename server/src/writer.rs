@@ -8,7 +8,7 @@
 //! when idle.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinSet;
@@ -78,6 +78,10 @@ pub struct WriterConfig {
     pub batch: usize,
     /// Approximate stream length kept (`MAXLEN ~`).
     pub maxlen: u64,
+    /// Age past which raw reports are trimmed from the streams they are
+    /// appended to (`XTRIM MINID ~`); `None` keeps them until `maxlen`
+    /// pushes them out.
+    pub retention: Option<Duration>,
 }
 
 /// Starts the writer tasks. They run until every [`WriteQueue`] clone is
@@ -91,17 +95,27 @@ pub fn spawn(store: Store, config: &WriterConfig) -> (WriteQueue, JoinSet<()>) {
             store.clone(),
             rx.clone(),
             config.batch.max(1),
-            config.maxlen,
+            Trim {
+                maxlen: config.maxlen,
+                retention: config.retention,
+            },
         ));
     }
     (WriteQueue { tx }, tasks)
+}
+
+/// How the streams written to are kept short.
+#[derive(Debug, Clone, Copy)]
+struct Trim {
+    maxlen: u64,
+    retention: Option<Duration>,
 }
 
 async fn writer_task(
     store: Store,
     rx: Arc<Mutex<mpsc::Receiver<Entry>>>,
     batch: usize,
-    maxlen: u64,
+    trim: Trim,
 ) {
     let mut entries = Vec::with_capacity(batch);
     loop {
@@ -112,12 +126,12 @@ async fn writer_task(
             }
             metrics::gauge!("crowd_server_write_queue_depth").set(rx.len() as f64);
         }
-        write_batch(&store, &mut entries, maxlen).await;
+        write_batch(&store, &mut entries, trim).await;
     }
 }
 
 /// Appends `entries` in one pipeline and resolves each of them.
-async fn write_batch(store: &Store, entries: &mut Vec<Entry>, maxlen: u64) {
+async fn write_batch(store: &Store, entries: &mut Vec<Entry>, trim: Trim) {
     let started = Instant::now();
     let mut pipe = redis::pipe();
     for e in entries.iter() {
@@ -125,11 +139,30 @@ async fn write_batch(store: &Store, entries: &mut Vec<Entry>, maxlen: u64) {
             .arg(&e.stream)
             .arg("MAXLEN")
             .arg("~")
-            .arg(maxlen)
+            .arg(trim.maxlen)
             .arg("*")
             .arg(REPORT_FIELD)
             .arg(&e.bytes)
             .ignore();
+    }
+    if let Some(retention) = trim.retention {
+        // Stream ids start with their append time in ms: MINID drops what
+        // is older than the cutoff (whole nodes only, hence `~`: cheap).
+        let cutoff = SystemTime::now()
+            .checked_sub(retention)
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_millis());
+        let mut streams: Vec<&str> = entries.iter().map(|e| e.stream.as_str()).collect();
+        streams.sort_unstable();
+        streams.dedup();
+        for stream in streams {
+            pipe.cmd("XTRIM")
+                .arg(stream)
+                .arg("MINID")
+                .arg("~")
+                .arg(cutoff.to_string())
+                .ignore();
+        }
     }
     let result: Result<(), StoreError> = store.pipeline("XADD", &pipe).await;
     metrics::histogram!("crowd_server_write_batch_size").record(entries.len() as f64);

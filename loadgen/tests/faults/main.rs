@@ -11,4 +11,5 @@ mod flood;
 mod helpers;
 mod redis_pause;
 mod redis_restart;
+mod retention;
 mod shutdown;
