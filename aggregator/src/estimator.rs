@@ -19,6 +19,8 @@
 //! - **Devices without standing share a capped weight** on each train and
 //!   car ([`NEWCOMER_FLOOR`], [`NEWCOMER_SHARE`]), so a burst of fresh
 //!   devices cannot outvote riders the service has learnt to trust.
+//! - **A burst of devices new to a train** (a swarm) counts little unless
+//!   they have standing: see [`burst`].
 //! - **The level** is the weighted median of the levels, so a minority of wrong
 //!   or hostile riders cannot drag it: they would need half the weight.
 //! - **The percentage** is the weighted mean of the percentages within one
@@ -34,7 +36,7 @@
 //! - **The train level** gives each device one vote, its latest observation
 //!   on any car, so a rider cannot outweigh others by reporting many cars.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crowd_proto::codec::timestamp_from_ms;
 use crowd_proto::level::Level;
@@ -179,10 +181,11 @@ pub fn estimate(
     params: &Params,
     trust: &impl Trust,
 ) -> Option<OccupancyEstimate> {
+    let burst = burst::burst_devices(&state.observations, params.half_life_ms);
     let votes: Vec<Vote<'_>> = state
         .observations
         .iter()
-        .filter_map(|o| Vote::new(o, now_ms, params, trust))
+        .filter_map(|o| Vote::new(o, now_ms, params, trust, &burst))
         .collect();
 
     let per_device = latest_per_device(&votes);
@@ -263,12 +266,13 @@ pub fn consensus(
     params: &Params,
     trust: &impl Trust,
 ) -> Option<Consensus> {
+    let burst = burst::burst_devices(&state.observations, params.half_life_ms);
     let votes: Vec<Vote<'_>> = state
         .observations
         .iter()
         .filter(|o| o.device != exclude)
         .filter(|o| car.is_none_or(|c| o.carriage_sequence == c))
-        .filter_map(|o| Vote::new(o, now_ms, params, trust))
+        .filter_map(|o| Vote::new(o, now_ms, params, trust, &burst))
         .collect();
     let s = match car {
         Some(_) => summarize(votes.iter(), None)?,
@@ -410,6 +414,7 @@ impl<'a> Vote<'a> {
         now_ms: i64,
         params: &Params,
         trust: &impl Trust,
+        burst: &BTreeSet<u64>,
     ) -> Option<Vote<'a>> {
         let level = level_of(obs.level)?;
         let oldest = now_ms.saturating_sub(params.window_ms);
@@ -432,6 +437,11 @@ impl<'a> Vote<'a> {
             plausible
         } else {
             1.0
+        };
+        let plausible = if newcomer && burst.contains(&obs.device) {
+            plausible * burst::WEIGHT
+        } else {
+            plausible
         };
         let weight = trust * decay * plausible;
         if weight <= 0.0 {
@@ -541,18 +551,24 @@ fn summarize<'v, 'a: 'v>(
         f64::from(level.typical_percentage())
     };
     let percentage = percentage.clamp(0.0, f64::from(MAX_PERCENTAGE));
+    // Spread around the published percentage, so far-off votes widen it.
     let mean = pct_by_level.iter().sum::<f64>() / total;
-    let spread = (pct_squares / total - mean * mean).max(0.0).sqrt();
+    let spread = (pct_squares / total - 2.0 * percentage * mean + percentage * percentage)
+        .max(0.0)
+        .sqrt();
     let std_error = confidence::std_error(spread, total);
+    let agreement = (near_weight / total).clamp(0.0, 1.0);
+    let confidence = confidence::band_probability(level, percentage, std_error) * agreement;
     Some(Summary {
         level,
         percentage: percentage.round() as u32,
-        confidence: confidence::band_probability(level, percentage, std_error) as f32,
+        confidence: confidence.clamp(0.0, 1.0) as f32,
         reporters: u32::try_from(devices.len()).unwrap_or(u32::MAX),
         newest_ms,
     })
 }
 
+pub mod burst;
 pub mod confidence;
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //!
 //! The estimate's percentage is treated as the truth plus an error of
 //! standard deviation `se = spread / √W`, where `spread` is the weighted
-//! standard deviation of the reported percentages (at least
+//! root-mean-square distance of the reported percentages from the
+//! published one (at least
 //! [`MIN_SPREAD`]: one rider's judgement is never better than that) and `W`
 //! the total weight of the reports, which a fresh report of a device of
 //! trust 1 raises by 1 and older or doubtful ones by less. The confidence is
@@ -12,7 +13,8 @@
 //! `confidence = Φ((upper − p) / σ) + Φ((p − lower) / σ) − 1`,
 //! `σ = √(se² + e²)` with `e` = [`SYSTEMATIC_ERROR`]
 //!
-//! (an open-ended band has no edge on that side). So it rises with more,
+//! (an open-ended band has no edge on that side), times the share of the
+//! weight within one level of the published one. So it rises with more,
 //! fresher, more trusted and more agreeing reports, and it falls near a band
 //! edge, where a few points of error change the level. The loadgen quality
 //! run checks the calibration: among estimates at confidence ≥ 0.8, the
@@ -26,7 +28,7 @@ pub const MIN_SPREAD: f64 = 12.0;
 
 /// Error no number of reports removes, in points: the load changes between
 /// a report and its reading, and cars nobody reported on are not seen.
-pub const SYSTEMATIC_ERROR: f64 = 7.0;
+pub const SYSTEMATIC_ERROR: f64 = 12.0;
 
 /// Standard error of a weighted mean percentage.
 pub fn std_error(spread: f64, weight: f64) -> f64 {
@@ -111,16 +113,16 @@ mod tests {
     fn confidence_is_high_mid_band_and_half_at_an_edge() {
         // Even with a tiny error, the systematic error keeps it below 1.
         let sure = band_probability(Level::FewSeats, 55.0, 3.0);
-        assert!(sure > 0.9 && sure < 0.99, "{sure}");
+        assert!(sure > 0.75 && sure < 0.99, "{sure}");
         let edge = band_probability(Level::FewSeats, 40.0, 3.0);
         assert!((edge - 0.5).abs() < 0.01, "{edge}");
         let outside = band_probability(Level::FewSeats, 30.0, 3.0);
-        assert!(outside < 0.15, "{outside}");
+        assert!(outside < 0.25, "{outside}");
         let vague = band_probability(Level::FewSeats, 55.0, 30.0);
         assert!(vague < 0.4, "{vague}");
         // Open-ended bands lose nothing on their open side.
         let empty = band_probability(Level::Empty, 0.0, 3.0);
-        assert!(empty > 0.9, "{empty}");
+        assert!(empty > 0.75, "{empty}");
         assert!(band_probability(Level::NotAccepting, 300.0, 3.0) > 0.99);
     }
 

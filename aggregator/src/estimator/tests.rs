@@ -356,6 +356,31 @@ fn a_swarm_of_fresh_devices_cannot_outvote_established_riders() {
 }
 
 #[test]
+fn a_swarm_cannot_flip_a_train_of_riders_nobody_knows_yet() {
+    // Three riders, none with standing, boarded a couple of minutes apart;
+    // fifty fresh devices then claim the train is full, all at once.
+    let mut reports: Vec<StoredReport> = (0..3)
+        .map(|d| {
+            let at = NOW - 3 * MINUTE + d as i64 * 40_000;
+            report(&format!("h{d}"), d, 1 + d as u32, Level::ManySeats, at)
+        })
+        .collect();
+    for d in 100..150u64 {
+        let car = 1 + (d % 8) as u32;
+        reports.push(report(
+            &format!("s{d}"),
+            d,
+            car,
+            Level::Full,
+            NOW - d as i64,
+        ));
+    }
+    let nobody = Standing(Default::default());
+    let est = estimate_with(&reports, &nobody).expect("an estimate");
+    assert_eq!(level(&est), Level::ManySeats);
+}
+
+#[test]
 fn the_first_riders_of_an_empty_train_are_heard_in_full() {
     let nobody = Standing(Default::default());
     let one = [report("a", 1, 2, Level::Crushed, NOW)];

@@ -1,0 +1,102 @@
+//! Bursts of devices new to a train: the signature of a swarm.
+//!
+//! Riders board a train a few at a time, so devices show up on it at a
+//! trickle. A swarm of fresh devices shows up at once. A device's first
+//! appearance on a train is the earliest observation the state keeps of it;
+//! a device is part of a burst when more than
+//! `max(BURST_MIN, half the devices already on the train before)` devices
+//! first appeared within a twelfth of a half-life of it (15 s at the
+//! default 3 min). Devices without standing that are part of a burst keep
+//! [`WEIGHT`] of their weight (see the estimator); established riders are
+//! not affected, and honest newcomers caught in a burst count again fully
+//! once their standing is earned.
+//!
+//! The rule looks only at the set of observations, never at their arrival
+//! order, so the estimate stays independent of the order of reports.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crowd_proto::pb::store::Observation;
+
+/// Devices that may first appear together on a train, however empty it was.
+pub const BURST_MIN: usize = 5;
+/// Share of its weight a device without standing keeps when part of a burst.
+pub const WEIGHT: f64 = 0.02;
+
+/// The devices whose first appearance on the train was part of a burst.
+pub fn burst_devices(observations: &[Observation], half_life_ms: i64) -> BTreeSet<u64> {
+    let window_ms = (half_life_ms / 12).max(1);
+    let mut first: BTreeMap<u64, i64> = BTreeMap::new();
+    for o in observations {
+        first
+            .entry(o.device)
+            .and_modify(|t| *t = (*t).min(o.observed_at_ms))
+            .or_insert(o.observed_at_ms);
+    }
+    let mut times: Vec<i64> = first.values().copied().collect();
+    times.sort_unstable();
+    first
+        .into_iter()
+        .filter(|(_, t)| {
+            let from = t.saturating_sub(window_ms);
+            let to = t.saturating_add(window_ms);
+            let before = times.partition_point(|x| *x < from);
+            let together = times.partition_point(|x| *x <= to) - before;
+            together > BURST_MIN.max(before / 2)
+        })
+        .map(|(device, _)| device)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: i64 = 1_795_000_000_000;
+    const HALF_LIFE: i64 = 180_000;
+
+    fn seen(device: u64, at: i64) -> Observation {
+        Observation {
+            device,
+            carriage_sequence: 1,
+            level: 3,
+            observed_at_ms: at,
+            ..Observation::default()
+        }
+    }
+
+    #[test]
+    fn riders_trickling_in_are_not_a_burst() {
+        // A new rider every 5 s for ten minutes: 7 within any 30 s, which
+        // is a burst only while the train is nearly empty (all of them
+        // alike, so their relative weights do not change); after that, never.
+        let obs: Vec<Observation> = (0..120).map(|d| seen(d, T + d as i64 * 5_000)).collect();
+        let found = burst_devices(&obs, HALF_LIFE);
+        assert!(found.iter().all(|d| *d < 20), "{found:?}");
+        let sparse: Vec<Observation> = (0..40).map(|d| seen(d, T + d as i64 * 20_000)).collect();
+        assert!(burst_devices(&sparse, HALF_LIFE).is_empty());
+    }
+
+    #[test]
+    fn a_swarm_is_found_whatever_the_order() {
+        let mut obs: Vec<Observation> = (0..10)
+            .map(|d| seen(d, T - 120_000 - d as i64 * 9_000))
+            .collect();
+        obs.extend((100..150).map(|d| seen(d, T + (d as i64 % 7) * 100)));
+        let found = burst_devices(&obs, HALF_LIFE);
+        assert_eq!(found, (100..150).collect());
+        obs.reverse();
+        assert_eq!(burst_devices(&obs, HALF_LIFE), found);
+    }
+
+    #[test]
+    fn a_device_appears_when_it_first_reported() {
+        // Device 1 reported long ago on car 1, now again on car 2 during a
+        // burst: it is not part of it.
+        let mut obs = vec![seen(1, T - 600_000), seen(1, T)];
+        obs.extend((100..110).map(|d| seen(d, T)));
+        let found = burst_devices(&obs, HALF_LIFE);
+        assert!(!found.contains(&1));
+        assert_eq!(found.len(), 10);
+    }
+}
