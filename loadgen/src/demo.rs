@@ -50,6 +50,10 @@ pub struct DemoArgs {
     /// Seed of the simulation.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+    /// A network file (TOML, see loadgen/networks/) instead of the built-in
+    /// sample line B.
+    #[arg(long)]
+    pub network: Option<std::path::PathBuf>,
 }
 
 /// Runs the demo until Ctrl-C or `--duration-secs`.
@@ -59,7 +63,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .with_context(|| format!("--start {:?}: expected HH:MM", args.start))?;
     // The server learns the stations and train lengths of the very network
     // the riders ride, so the live page draws trains along the line.
-    let network = Network::sample();
+    let network = match &args.network {
+        Some(path) => Network::from_file(path)?,
+        None => Network::sample(),
+    };
     let gtfs = tempfile::Builder::new()
         .prefix("crowd-demo-gtfs-")
         .tempdir()?;
@@ -90,15 +97,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         stack.redis_url()
     );
 
-    let result = play(&stack, &args, start_time).await;
+    let result = play(&stack, &args, network, start_time).await;
     stack.shutdown().await?;
     result
 }
 
-async fn play(stack: &Stack, args: &DemoArgs, start_time: chrono::NaiveTime) -> anyhow::Result<()> {
+async fn play(
+    stack: &Stack,
+    args: &DemoArgs,
+    network: Network,
+    start_time: chrono::NaiveTime,
+) -> anyhow::Result<()> {
     let today = Utc::now().date_naive();
     let sim_start = NaiveDateTime::new(today, start_time);
-    let mut sim = Simulation::new(Network::sample(), Scenario::default(), args.seed);
+    let mut sim = Simulation::new(network, Scenario::default(), args.seed);
     sim.advance_to(sim_start);
 
     let mut reports = ReportServiceClient::connect(stack.grpc_url()).await?;

@@ -125,6 +125,28 @@ async fn rate_zero_is_refused_before_connecting() {
     assert!(error.contains("rate must be greater than 0"), "{error}");
 }
 
+#[tokio::test]
+async fn a_bad_network_file_is_named_before_connecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("net.toml");
+    std::fs::write(&file, "[[line]]\nid = \"B\"\ncars = 0\n").unwrap();
+    for (path, expected) in [
+        (file.clone(), "network file"),
+        (dir.path().join("absent.toml"), "absent.toml"),
+    ] {
+        let path = path.display().to_string();
+        let args =
+            RunArgs::from_flags(["--network", path.as_str(), "--target", "http://127.0.0.1:9"])
+                .unwrap();
+        let error = format!("{:#}", driver::run(args).await.unwrap_err());
+        assert!(error.contains(expected), "{error}");
+        assert!(
+            !error.contains("connect"),
+            "must fail before connecting: {error}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_going_away_is_counted_not_a_hang() {
     let stack = Stack::start(StackOptions::default()).await.unwrap();

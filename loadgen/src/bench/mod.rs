@@ -277,7 +277,13 @@ fn real_entry_bytes() -> anyhow::Result<usize> {
         today,
         chrono::NaiveTime::from_hms_opt(7, 30, 0).context("valid time")?,
     );
-    let source = Source::new(crate::sim::Scenario::honest(), 1, start, 1.0);
+    let source = Source::new(
+        crate::sim::Network::sample(),
+        crate::sim::Scenario::honest(),
+        1,
+        start,
+        1.0,
+    );
     let now = Utc::now();
     let raw = source
         .report(Duration::ZERO, now)

@@ -66,6 +66,10 @@ pub struct RunArgs {
     /// Which riders the simulator plays.
     #[arg(long, value_enum, default_value = "default")]
     pub scenario: ScenarioName,
+    /// A network file (TOML, see loadgen/networks/) to simulate instead of
+    /// the built-in sample line B.
+    #[arg(long)]
+    pub network: Option<PathBuf>,
     /// Seed of the arrivals and the simulator: same seed, same reports.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,

@@ -58,6 +58,10 @@ const LEAD_IN: Duration = Duration::from_millis(100);
 /// summary whose [`RunSummary::failures`] say which.
 pub async fn run(args: RunArgs) -> anyhow::Result<RunSummary> {
     let plan = args.plan()?;
+    let network = match &args.network {
+        Some(path) => crate::sim::Network::from_file(path)?,
+        None => crate::sim::Network::sample(),
+    };
     let channels = connect::connect(
         &args.target,
         connect::connection_count(args.connections, args.streams),
@@ -66,6 +70,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<RunSummary> {
     .await?;
     let today = Utc::now().date_naive();
     let source = Source::new(
+        network,
         args.scenario.scenario(),
         args.seed,
         NaiveDateTime::new(today, args.sim_start),

@@ -28,9 +28,15 @@ pub struct Source {
 }
 
 impl Source {
-    /// The sample network with `scenario`, its clock at `sim_start`.
-    pub fn new(scenario: Scenario, seed: u64, sim_start: NaiveDateTime, speed: f64) -> Source {
-        let mut sim = Simulation::new(Network::sample(), scenario, seed);
+    /// `network` with `scenario`, its clock at `sim_start`.
+    pub fn new(
+        network: Network,
+        scenario: Scenario,
+        seed: u64,
+        sim_start: NaiveDateTime,
+        speed: f64,
+    ) -> Source {
+        let mut sim = Simulation::new(network, scenario, seed);
         sim.advance_to(sim_start);
         Source {
             sim: Arc::new(Mutex::new(sim)),

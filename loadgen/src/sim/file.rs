@@ -30,6 +30,13 @@ use super::network::{Headway, Line, Network, Station, Stop};
 /// Why a network file was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkError {
+    /// The file could not be read.
+    #[error("network file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// Not TOML, or not the expected shape (the message points at the spot).
     #[error("network file: {0}")]
     Syntax(#[from] toml::de::Error),
@@ -137,6 +144,15 @@ fn default_entrance() -> f64 {
 }
 
 impl Network {
+    /// Reads and parses a network file; errors name the file.
+    pub fn from_file(path: &std::path::Path) -> Result<Network, NetworkError> {
+        let text = std::fs::read_to_string(path).map_err(|source| NetworkError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Network::from_toml(&text)
+    }
+
     /// Parses and checks a network file's text.
     pub fn from_toml(text: &str) -> Result<Network, NetworkError> {
         let file: NetworkFile = toml::from_str(text)?;
@@ -367,6 +383,17 @@ stops = [{ station = "A", minute = 0 }, { station = "M", minute = 8 }, { station
     fn load_with(from: &str, to: &str) -> Result<Network, NetworkError> {
         assert!(GOOD.contains(from), "test edits text that exists: {from}");
         Network::from_toml(&GOOD.replace(from, to))
+    }
+
+    #[test]
+    fn the_shipped_example_loads_and_a_missing_file_is_named() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("networks");
+        let net = Network::from_file(&dir.join("shuttle.toml")).unwrap();
+        assert_eq!(net.lines[0].id, "S");
+        assert_eq!(net.lines[0].stations.len(), 3);
+        let err = Network::from_file(&dir.join("absent.toml")).unwrap_err();
+        assert!(err.to_string().starts_with("network file "), "{err}");
+        assert!(err.to_string().contains("absent.toml"), "{err}");
     }
 
     #[test]
