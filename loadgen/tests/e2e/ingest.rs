@@ -17,6 +17,7 @@ use crowd_loadgen::redis_process::RedisServer;
 use crowd_proto::codec;
 use crowd_proto::domain::TripKey;
 use crowd_proto::layout::{Layout, REPORT_FIELD};
+use crowd_proto::pb::store::StoredReport;
 use crowd_proto::pb::v1::report_service_client::ReportServiceClient;
 use crowd_proto::pb::v1::{AckStatus, CrowdingLevel, CrowdingReport, GeoPoint, ReportAck, TripRef};
 use crowd_server::Config;
@@ -329,54 +330,38 @@ async fn accepted_reports_are_in_their_partition_stream() {
     }
 
     let layout = Layout::new(server.config.partitions);
-    let mut conn = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
     let devices = server.config.device_hasher();
     let mut found = 0;
-    for k in layout.all() {
-        let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-            .arg(layout.reports(k))
-            .arg("-")
-            .arg("+")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        for entry in entries.ids {
-            let bytes: Vec<u8> = entry.get(REPORT_FIELD).expect("field r");
-            let stored = codec::decode_report(&bytes).unwrap();
-            let original = sent
-                .iter()
-                .find(|r| r.report_id == stored.report_id)
-                .expect("only sent reports are stored");
-            let t = original.trip.as_ref().unwrap();
-            let key = TripKey {
-                trip_id: t.trip_id.clone(),
-                start_date: t.start_date.clone(),
-            };
-            assert_eq!(
-                layout.partition_of(&key),
-                k,
-                "{} in the wrong partition",
-                stored.report_id
-            );
-            assert_eq!(stored.trip_id, t.trip_id);
-            assert_eq!(stored.start_date, t.start_date);
-            assert_eq!(stored.route_id, "B");
-            assert_eq!(stored.carriage_sequence, original.carriage_sequence);
-            assert_eq!(stored.level, CrowdingLevel::StandingRoomOnly as u32);
-            assert_eq!(stored.occupancy_percentage, Some(80));
-            assert_eq!(stored.device, devices.hash(&original.device_id));
-            assert_eq!(
-                stored.observed_at_ms,
-                codec::timestamp_to_ms(original.observed_at.as_ref().unwrap())
-            );
-            assert!(stored.received_at_ms >= stored.observed_at_ms);
-            assert_eq!(stored.position.unwrap().latitude, 48.85);
-            found += 1;
-        }
+    for (k, stored) in stored_reports(&redis.url(), layout).await {
+        let original = sent
+            .iter()
+            .find(|r| r.report_id == stored.report_id)
+            .expect("only sent reports are stored");
+        let t = original.trip.as_ref().unwrap();
+        let key = TripKey {
+            trip_id: t.trip_id.clone(),
+            start_date: t.start_date.clone(),
+        };
+        assert_eq!(
+            layout.partition_of(&key),
+            k,
+            "{} in the wrong partition",
+            stored.report_id
+        );
+        assert_eq!(stored.trip_id, t.trip_id);
+        assert_eq!(stored.start_date, t.start_date);
+        assert_eq!(stored.route_id, "B");
+        assert_eq!(stored.carriage_sequence, original.carriage_sequence);
+        assert_eq!(stored.level, CrowdingLevel::StandingRoomOnly as u32);
+        assert_eq!(stored.occupancy_percentage, Some(80));
+        assert_eq!(stored.device, devices.hash(&original.device_id));
+        assert_eq!(
+            stored.observed_at_ms,
+            codec::timestamp_to_ms(original.observed_at.as_ref().unwrap())
+        );
+        assert!(stored.received_at_ms >= stored.observed_at_ms);
+        assert_eq!(stored.position.unwrap().latitude, 48.85);
+        found += 1;
     }
     assert_eq!(found, sent.len());
     drop(stream);
@@ -546,14 +531,15 @@ async fn the_server_starts_while_redis_is_down() {
     server.stop().await;
 }
 
-/// Report ids stored in any partition's reports stream.
-async fn stored_report_ids(redis_url: &str, layout: Layout) -> Vec<String> {
+/// Every report stored in the partitions' reports streams, with the
+/// partition it was found in.
+async fn stored_reports(redis_url: &str, layout: Layout) -> Vec<(u16, StoredReport)> {
     let mut conn = redis::Client::open(redis_url)
         .unwrap()
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let mut ids = Vec::new();
+    let mut stored = Vec::new();
     for k in layout.all() {
         let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
             .arg(layout.reports(k))
@@ -564,9 +550,19 @@ async fn stored_report_ids(redis_url: &str, layout: Layout) -> Vec<String> {
             .unwrap();
         for entry in entries.ids {
             let bytes: Vec<u8> = entry.get(REPORT_FIELD).expect("field r");
-            ids.push(codec::decode_report(&bytes).unwrap().report_id);
+            stored.push((k, codec::decode_report(&bytes).unwrap()));
         }
     }
+    stored
+}
+
+/// Report ids stored in any partition's reports stream, sorted.
+async fn stored_report_ids(redis_url: &str, layout: Layout) -> Vec<String> {
+    let mut ids: Vec<String> = stored_reports(redis_url, layout)
+        .await
+        .into_iter()
+        .map(|(_, report)| report.report_id)
+        .collect();
     ids.sort();
     ids
 }
