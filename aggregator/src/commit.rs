@@ -2,8 +2,8 @@
 //! idle-train sweep. Each is one Lua script whose keys all live in the
 //! partition's `{k}` slot, so it works unchanged on Redis Cluster.
 
+use crowd_proto::connection::Connection;
 use redis::Script;
-use redis::aio::ConnectionManager;
 
 use crowd_proto::domain::TripKey;
 use crowd_proto::layout::{ESTIMATE_FIELD, GROUP, Layout};
@@ -133,7 +133,7 @@ impl Writer {
     /// holds partition `k`.
     pub(crate) async fn commit(
         &self,
-        con: &mut ConnectionManager,
+        con: &mut Connection,
         k: u16,
         token: &str,
         now_ms: i64,
@@ -176,7 +176,7 @@ impl Writer {
     /// published keys and indexes; returns the canonical keys removed.
     pub(crate) async fn sweep(
         &self,
-        con: &mut ConnectionManager,
+        con: &mut Connection,
         k: u16,
         token: &str,
         cutoff_ms: i64,

@@ -13,9 +13,13 @@ use crate::estimator::Params;
     about = "Turns crowding reports into occupancy estimates"
 )]
 pub struct Config {
-    /// Redis holding the report streams and the published estimates.
+    /// Redis holding the report streams and the published estimates; a
+    /// comma-separated list of nodes is a Redis Cluster.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
+    /// Treat `--redis-url` as a seed node of a Redis Cluster even if it is one.
+    #[arg(long, env = "REDIS_CLUSTER", default_value_t = false, action = clap::ArgAction::Set)]
+    pub redis_cluster: bool,
     /// Number of partitions; must match the servers of the deployment.
     #[arg(long, env = "CROWD_PARTITIONS", default_value_t = crowd_proto::layout::DEFAULT_PARTITIONS)]
     pub partitions: u16,

@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
+use crowd_proto::connection::Connection;
 use redis::Script;
-use redis::aio::ConnectionManager;
 
 /// Takes the lease if nobody holds it: returns the new token, or nil.
 const ACQUIRE: &str = r"
@@ -59,7 +59,7 @@ impl Leases {
     /// Tries to take the lease at `lease_key`; `Some(token)` on success.
     pub(crate) async fn acquire(
         &self,
-        con: &mut ConnectionManager,
+        con: &mut Connection,
         lease_key: &str,
         fence_key: &str,
     ) -> redis::RedisResult<Option<String>> {
@@ -75,7 +75,7 @@ impl Leases {
     /// Extends our lease; `false` when it is no longer ours.
     pub(crate) async fn renew(
         &self,
-        con: &mut ConnectionManager,
+        con: &mut Connection,
         lease_key: &str,
         token: &str,
     ) -> redis::RedisResult<bool> {
@@ -92,7 +92,7 @@ impl Leases {
     /// Releases our lease so that another aggregator can take over at once.
     pub(crate) async fn release(
         &self,
-        con: &mut ConnectionManager,
+        con: &mut Connection,
         lease_key: &str,
         token: &str,
     ) -> redis::RedisResult<()> {

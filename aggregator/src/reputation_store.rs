@@ -8,8 +8,8 @@
 
 use std::collections::HashMap;
 
+use crowd_proto::connection::Connection;
 use redis::Script;
-use redis::aio::ConnectionManager;
 
 use crowd_proto::layout::REPUTATION;
 
@@ -43,7 +43,7 @@ impl ReputationStore {
     /// Loads the scores of the devices not yet in memory (absent ones are new: 0).
     pub(crate) async fn load(
         &self,
-        con: &mut ConnectionManager,
+        con: &mut Connection,
         reputation: &mut Reputation,
         devices: impl IntoIterator<Item = u64>,
     ) -> redis::RedisResult<()> {
@@ -71,7 +71,7 @@ impl ReputationStore {
     /// Adds this process's score changes to the shared scores.
     pub(crate) async fn add(
         &self,
-        con: &mut ConnectionManager,
+        con: &mut Connection,
         changes: &HashMap<u64, f64>,
     ) -> redis::RedisResult<()> {
         let changes: Vec<(u64, f64)> = changes

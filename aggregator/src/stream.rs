@@ -3,9 +3,19 @@
 //! The reply is parsed by hand so that pending entries whose payload was
 //! trimmed away (XREADGROUP returns them with nil fields) are still seen, and
 //! acknowledged, instead of failing the whole read.
+//!
+//! On a Redis Cluster every partition stream lives in its own slot, so one
+//! read over many streams is not allowed: each stream is read on its own,
+//! all at once and without blocking, and polled again every
+//! [`POLL_INTERVAL`] until something arrives or the block time is over.
 
 use redis::Value;
-use redis::aio::ConnectionManager;
+use std::time::Duration;
+
+use futures::future::try_join_all;
+use tokio::time::Instant;
+
+use crowd_proto::connection::{Connection, POLL_INTERVAL};
 
 use crowd_proto::layout::{CONSUMER, GROUP, REPORT_FIELD};
 
@@ -29,7 +39,7 @@ pub(crate) enum From {
 
 /// Creates the consumer group at the start of the stream (and the stream);
 /// an existing group is left alone.
-pub(crate) async fn ensure_group(con: &mut ConnectionManager, key: &str) -> redis::RedisResult<()> {
+pub(crate) async fn ensure_group(con: &mut Connection, key: &str) -> redis::RedisResult<()> {
     let created: redis::RedisResult<()> = redis::cmd("XGROUP")
         .arg("CREATE")
         .arg(key)
@@ -44,9 +54,49 @@ pub(crate) async fn ensure_group(con: &mut ConnectionManager, key: &str) -> redi
     }
 }
 
-/// One XREADGROUP over `keys`; `block_ms` applies to [`From::New`] only.
+/// Reads `keys` through the group: up to `count` entries per stream;
+/// `block_ms` (waiting for new entries) applies to [`From::New`] only.
 pub(crate) async fn read(
-    con: &mut ConnectionManager,
+    con: &mut Connection,
+    keys: &[String],
+    from: From,
+    count: usize,
+    block_ms: Option<u64>,
+) -> redis::RedisResult<Vec<(String, Vec<Entry>)>> {
+    if !con.is_cluster() {
+        return read_group(con, keys, from, count, block_ms).await;
+    }
+    let wait = match from {
+        From::New => Duration::from_millis(block_ms.unwrap_or(0)),
+        From::Pending => Duration::ZERO,
+    };
+    let deadline = Instant::now() + wait;
+    loop {
+        let replies =
+            try_join_all(
+                keys.iter().map(|key| {
+                    let mut con = con.clone();
+                    async move {
+                        read_group(&mut con, std::slice::from_ref(key), from, count, None).await
+                    }
+                }),
+            )
+            .await?;
+        let found: Vec<(String, Vec<Entry>)> = replies
+            .into_iter()
+            .flatten()
+            .filter(|(_, entries)| !entries.is_empty())
+            .collect();
+        if !found.is_empty() || Instant::now() >= deadline {
+            return Ok(found);
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// One XREADGROUP over `keys` (all in one slot on a cluster).
+async fn read_group(
+    con: &mut Connection,
     keys: &[String],
     from: From,
     count: usize,

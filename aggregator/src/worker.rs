@@ -12,11 +12,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use prost::Message;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crowd_proto::codec::{decode_report, encode_estimate};
+use crowd_proto::connection::{Connection, Options, Target};
 use crowd_proto::domain::TripKey;
 use crowd_proto::layout::Layout;
 use crowd_proto::pb::store::{StoredReport, TrainState};
@@ -60,9 +60,9 @@ pub(crate) struct Worker {
     params: Params,
     stop: CancellationToken,
     /// Commands: leases, loads, commits, sweeps.
-    cmd: ConnectionManager,
+    cmd: Connection,
     /// Blocking XREADGROUP only, with a response timeout longer than BLOCK.
-    reader: ConnectionManager,
+    reader: Connection,
     leases: Leases,
     writer: Writer,
     owned: BTreeMap<u16, Partition>,
@@ -86,7 +86,7 @@ impl Worker {
         config: Config,
         stop: CancellationToken,
     ) -> Result<Option<Worker>, AggregatorError> {
-        let client = redis::Client::open(config.redis_url.as_str())
+        let target = Target::parse(&config.redis_url, config.redis_cluster)
             .map_err(AggregatorError::InvalidRedisUrl)?;
         let read_timeout = Duration::from_millis(config.block_ms) + READ_GRACE;
         let mut backoff = Backoff::new();
@@ -94,8 +94,8 @@ impl Worker {
             if stop.is_cancelled() {
                 return Ok(None);
             }
-            let cmd = connect(&client, COMMAND_TIMEOUT).await;
-            let reader = connect(&client, read_timeout).await;
+            let cmd = connect(&target, COMMAND_TIMEOUT).await;
+            let reader = connect(&target, read_timeout).await;
             match (cmd, reader) {
                 (Ok(c), Ok(r)) => break (c, r),
                 (Err(e), _) | (_, Err(e)) => {
@@ -690,15 +690,13 @@ impl Worker {
     }
 }
 
-async fn connect(
-    client: &redis::Client,
-    timeout: Duration,
-) -> redis::RedisResult<ConnectionManager> {
-    let config = ConnectionManagerConfig::new()
-        .set_response_timeout(Some(timeout))
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_number_of_retries(1);
-    ConnectionManager::new_with_config(client.clone(), config).await
+async fn connect(target: &Target, timeout: Duration) -> redis::RedisResult<Connection> {
+    let options = Options {
+        connect_timeout: Duration::from_secs(2),
+        response_timeout: timeout,
+        retries: 1,
+    };
+    target.connect(options).await
 }
 
 fn trip_of(r: &StoredReport) -> TripKey {

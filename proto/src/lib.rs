@@ -8,8 +8,10 @@
 //!   aggregator so that they meet only in Redis.
 //! - [`codec`]: encoding of stream entries and published estimates.
 //! - [`metrics`]: the process-wide Prometheus registry behind `/metrics`.
+//! - [`connection`]: one Redis connection type for a single node or a cluster.
 
 pub mod codec;
+pub mod connection;
 pub mod domain;
 pub mod layout;
 pub mod level;

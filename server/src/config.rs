@@ -22,6 +22,10 @@ pub struct Config {
     /// Redis URL shared with the aggregators.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
+    /// Treat `--redis-url` as a seed node of a Redis Cluster even if it is
+    /// one (a comma-separated list of nodes always is a cluster).
+    #[arg(long, env = "REDIS_CLUSTER", default_value_t = false, action = clap::ArgAction::Set)]
+    pub redis_cluster: bool,
 
     /// Address of the gRPC API.
     #[arg(long, env = "CROWD_GRPC_ADDR", default_value = "127.0.0.1:50051")]

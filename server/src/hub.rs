@@ -5,18 +5,23 @@
 //! all watchers through a broadcast channel. Watchers never touch Redis for
 //! changes, so a thousand watchers cost one connection. The tail survives
 //! Redis outages: it reconnects and resumes from the last id it saw.
+//!
+//! On a Redis Cluster the partitions' streams live in different slots, so
+//! the tail reads each stream on its own, all at once and without blocking,
+//! and polls again every [`POLL_INTERVAL`] while nothing changes.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use futures::future::try_join_all;
 use redis::Value;
-use redis::aio::MultiplexedConnection;
-use redis::streams::StreamReadReply;
+use redis::streams::{StreamKey, StreamReadReply};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crowd_proto::codec;
+use crowd_proto::connection::{Connection, Options, POLL_INTERVAL, Target};
 use crowd_proto::layout::{ESTIMATE_FIELD, Layout};
 use crowd_proto::pb::v1::OccupancyEstimate;
 
@@ -39,7 +44,7 @@ pub struct Hub {
 impl Hub {
     /// Starts the tail; it stops when `shutdown` fires.
     pub fn spawn(
-        client: redis::Client,
+        target: Target,
         layout: Layout,
         timeout: Duration,
         buffer: usize,
@@ -47,7 +52,7 @@ impl Hub {
     ) -> (Hub, tokio::task::JoinHandle<()>) {
         let (tx, _) = broadcast::channel(buffer.max(16));
         let tail = Tail {
-            client,
+            target,
             layout,
             timeout,
             tx: tx.clone(),
@@ -75,7 +80,7 @@ impl Hub {
 }
 
 struct Tail {
-    client: redis::Client,
+    target: Target,
     layout: Layout,
     timeout: Duration,
     tx: broadcast::Sender<Arc<OccupancyEstimate>>,
@@ -98,60 +103,95 @@ impl Tail {
         }
     }
 
-    async fn connect(&self) -> Result<MultiplexedConnection, StoreError> {
+    async fn connect(&self) -> Result<Connection, StoreError> {
         // Its own connection: the reply to a blocking XREAD takes up to BLOCK.
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(BLOCK + self.timeout));
-        bounded(
-            "connect",
-            self.timeout,
-            self.client
-                .get_multiplexed_async_connection_with_config(&config),
-        )
-        .await
+        let options = Options {
+            connect_timeout: self.timeout,
+            response_timeout: BLOCK + self.timeout,
+            retries: 0,
+        };
+        bounded("connect", self.timeout, self.target.connect(options)).await
     }
 
     /// Reads changes until an error.
-    async fn follow(&mut self, conn: &mut MultiplexedConnection) -> Result<(), StoreError> {
+    async fn follow(&mut self, conn: &mut Connection) -> Result<(), StoreError> {
         let keys: Vec<String> = self.layout.all().map(|k| self.layout.updates(k)).collect();
         loop {
-            let ids = &mut self.last_ids;
-            let mut cmd = redis::cmd("XREAD");
-            cmd.arg("COUNT")
-                .arg(COUNT)
-                .arg("BLOCK")
-                .arg(BLOCK.as_millis() as u64)
-                .arg("STREAMS")
-                .arg(&keys)
-                .arg(&*ids);
-            let reply: Option<StreamReadReply> =
-                bounded("XREAD", BLOCK + self.timeout, cmd.query_async(conn)).await?;
-            let Some(reply) = reply else { continue };
-            for stream in reply.keys {
+            let streams = if conn.is_cluster() {
+                self.poll_each(conn, &keys).await?
+            } else {
+                self.read_all(conn, &keys).await?
+            };
+            for stream in streams {
                 let Some(i) = keys.iter().position(|k| *k == stream.key) else {
                     continue;
                 };
                 for entry in stream.ids {
-                    ids[i] = entry.id.clone();
-                    match entry.map.get(ESTIMATE_FIELD) {
-                        Some(Value::BulkString(bytes)) => match codec::decode_estimate(bytes) {
-                            Ok(estimate) => {
-                                metrics::counter!("crowd_server_watch_changes_total").increment(1);
-                                record_age(&estimate);
-                                // No receivers is fine: nobody is watching.
-                                let _ = self.tx.send(Arc::new(estimate));
-                            }
-                            Err(e) => {
-                                tracing::warn!(error = %e, id = %entry.id, "bad update entry")
-                            }
-                        },
-                        _ => {
-                            tracing::warn!(id = %entry.id, key = %stream.key, "update entry without estimate")
-                        }
-                    }
+                    self.last_ids[i] = entry.id.clone();
+                    self.publish(&stream.key, &entry);
                 }
             }
+        }
+    }
+
+    /// One blocking XREAD over every stream (single node).
+    async fn read_all(
+        &self,
+        conn: &mut Connection,
+        keys: &[String],
+    ) -> Result<Vec<StreamKey>, StoreError> {
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("COUNT")
+            .arg(COUNT)
+            .arg("BLOCK")
+            .arg(BLOCK.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(keys)
+            .arg(&self.last_ids);
+        let reply: Option<StreamReadReply> =
+            bounded("XREAD", BLOCK + self.timeout, cmd.query_async(conn)).await?;
+        Ok(reply.map(|r| r.keys).unwrap_or_default())
+    }
+
+    /// One non-blocking XREAD per stream, all at once, repeated every
+    /// [`POLL_INTERVAL`] until something changed (cluster).
+    async fn poll_each(
+        &self,
+        conn: &Connection,
+        keys: &[String],
+    ) -> Result<Vec<StreamKey>, StoreError> {
+        loop {
+            let reads = keys.iter().zip(&self.last_ids).map(|(key, id)| {
+                let mut conn = conn.clone();
+                let mut cmd = redis::cmd("XREAD");
+                cmd.arg("COUNT").arg(COUNT).arg("STREAMS").arg(key).arg(id);
+                async move {
+                    let reply: Option<StreamReadReply> =
+                        bounded("XREAD", self.timeout, cmd.query_async(&mut conn)).await?;
+                    Ok::<_, StoreError>(reply.map(|r| r.keys).unwrap_or_default())
+                }
+            });
+            let found: Vec<StreamKey> = try_join_all(reads).await?.into_iter().flatten().collect();
+            if found.iter().any(|s| !s.ids.is_empty()) {
+                return Ok(found);
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Decodes one change and hands it to every watcher.
+    fn publish(&self, key: &str, entry: &redis::streams::StreamId) {
+        match entry.map.get(ESTIMATE_FIELD) {
+            Some(Value::BulkString(bytes)) => match codec::decode_estimate(bytes) {
+                Ok(estimate) => {
+                    metrics::counter!("crowd_server_watch_changes_total").increment(1);
+                    record_age(&estimate);
+                    // No receivers is fine: nobody is watching.
+                    let _ = self.tx.send(Arc::new(estimate));
+                }
+                Err(e) => tracing::warn!(error = %e, id = %entry.id, "bad update entry"),
+            },
+            _ => tracing::warn!(id = %entry.id, key, "update entry without estimate"),
         }
     }
 }

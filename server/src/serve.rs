@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
+use crowd_proto::connection::Target;
 use crowd_proto::pb::v1::occupancy_service_server::OccupancyServiceServer;
 use crowd_proto::pb::v1::report_service_server::ReportServiceServer;
 
@@ -47,9 +48,9 @@ pub async fn run(
     let metrics = crate::telemetry::router();
     let token = CancellationToken::new();
     let layout = config.layout();
-    let client = redis::Client::open(config.redis_url.as_str()).map_err(ServerError::RedisUrl)?;
-    let store =
-        Store::new(client.clone(), config.redis_timeout()).map_err(ServerError::RedisUrl)?;
+    let target =
+        Target::parse(&config.redis_url, config.redis_cluster).map_err(ServerError::RedisUrl)?;
+    let store = Store::new(&target, config.redis_timeout()).map_err(ServerError::RedisUrl)?;
 
     let (queue, mut writers) = writer::spawn(
         store.clone(),
@@ -62,7 +63,7 @@ pub async fn run(
         },
     );
     let (hub, hub_task) = Hub::spawn(
-        client,
+        target,
         layout,
         config.redis_timeout(),
         config.watch_buffer,
@@ -80,6 +81,10 @@ pub async fn run(
     ));
 
     let operators = OperatorSetup::load(&config).await?;
+    // The nudge of ACCEPTED acks: viewers per train, counts per device.
+    let audience = crate::audience::Audience::default();
+    let (contributions, contributions_task) =
+        crate::contributions::spawn(store.clone(), config.write_queue);
     let ingest = Ingest::new(
         IngestConfig {
             limits: config.limits(),
@@ -95,6 +100,8 @@ pub async fn run(
             rejects: operators.rejects.clone(),
             schedule: operators.schedule.clone(),
             strict_trips: config.gtfs_strict,
+            audience: audience.clone(),
+            contributions,
         },
         queue,
         token.clone(),
@@ -123,6 +130,7 @@ pub async fn run(
         hub,
         max_trips: config.max_trips,
         shutdown: token.clone(),
+        audience,
     };
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crowd_proto::pb::FILE_DESCRIPTOR_SET)
@@ -193,6 +201,7 @@ pub async fn run(
         tracing::warn!("writers still busy at the drain deadline");
         writers.abort_all();
     }
+    let _ = tokio::time::timeout_at(deadline, contributions_task).await;
     let _ = tokio::time::timeout_at(deadline, hub_task).await;
     let _ = tokio::time::timeout_at(deadline, health_task).await;
     tracing::info!("crowd server stopped");

@@ -1,12 +1,13 @@
 //! The shared Redis connection of request handlers and writers: a lazily
-//! connecting, self-reconnecting `ConnectionManager`, with every command
-//! bounded by the configured reply timeout so that no call ever hangs while
-//! Redis is away.
+//! connecting, self-reconnecting [`Connection`] (one node or a cluster), with
+//! every command bounded by the configured reply timeout so that no call ever
+//! hangs while Redis is away.
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, Pipeline};
+
+use crowd_proto::connection::{Connection, Options, Target};
 
 use crate::error::StoreError;
 
@@ -14,7 +15,7 @@ use crate::error::StoreError;
 #[derive(Clone, Debug)]
 pub struct Store {
     /// Multiplexed, reconnecting connection shared by every handler.
-    conn: ConnectionManager,
+    conn: Connection,
     /// Longest wait for any reply.
     timeout: Duration,
 }
@@ -22,15 +23,14 @@ pub struct Store {
 impl Store {
     /// A handle that connects on first use, so the server starts (and answers
     /// UNAVAILABLE) while Redis is down.
-    pub fn new(client: redis::Client, timeout: Duration) -> Result<Store, redis::RedisError> {
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
+    pub fn new(target: &Target, timeout: Duration) -> Result<Store, redis::RedisError> {
+        let conn = target.connect_lazily(Options {
+            connect_timeout: timeout,
+            response_timeout: timeout,
             // Few, short retries: callers time out anyway, and a failed
             // reconnection is retried on the next command.
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(200));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+            retries: 2,
+        })?;
         Ok(Store { conn, timeout })
     }
 
@@ -44,7 +44,8 @@ impl Store {
         bounded(op, self.timeout, cmd.query_async(&mut conn)).await
     }
 
-    /// Runs a pipeline, bounded by the reply timeout.
+    /// Runs a pipeline, bounded by the reply timeout. On a cluster its
+    /// commands may span slots: each is then routed on its own.
     pub async fn pipeline<T: FromRedisValue>(
         &self,
         op: &'static str,

@@ -68,12 +68,12 @@ impl Drop for Redis {
 /// Serves the page's router on a free port with Redis at `redis_url`.
 async fn serve(redis_url: &str, shutdown: CancellationToken) -> SocketAddr {
     let layout = Layout::new(4);
-    let client = redis::Client::open(redis_url).unwrap();
+    let target = crowd_proto::connection::Target::parse(redis_url, false).unwrap();
     let timeout = Duration::from_millis(500);
-    let (hub, _tail) = Hub::spawn(client.clone(), layout, timeout, 64, shutdown.clone());
+    let (hub, _tail) = Hub::spawn(target.clone(), layout, timeout, 64, shutdown.clone());
     let web = Web {
         estimates: Estimates {
-            store: Store::new(client, timeout).unwrap(),
+            store: Store::new(&target, timeout).unwrap(),
             layout,
         },
         hub,
