@@ -16,6 +16,7 @@
 //! | `crowd:{k}:lease` | string | aggregator | owner token of partition k (fencing) |
 //! | `crowd:{k}:fence` | counter | aggregator | source of monotonically rising lease tokens |
 //! | `crowd:reputation` | hash | aggregator | device trust scores (field: device hash, hex) |
+//! | `crowd:contrib:<device>` | counter | server | a device's accepted reports (device hash, hex), expires [`CONTRIBUTIONS_TTL_SECS`] after its last report |
 //!
 //! The geo index is per partition (not one global key) so the aggregator can
 //! update it inside the same atomic, single-slot commit as the estimate.
@@ -38,6 +39,18 @@ pub const ESTIMATE_FIELD: &str = "e";
 pub const REPUTATION: &str = "crowd:reputation";
 /// Default number of partitions.
 pub const DEFAULT_PARTITIONS: u16 = 16;
+/// How long a device's contribution count outlives its last report: long
+/// enough for riders who commute a few days a week, short enough that the
+/// counters of abandoned installs go away.
+pub const CONTRIBUTIONS_TTL_SECS: u64 = 30 * 24 * 3600;
+
+/// Key of a device's running count of accepted reports, by its keyed hash
+/// (the same 16 hex digits as the reputation field). Not tagged: one small
+/// counter per device, spread over the cluster, never part of a multi-key
+/// command.
+pub fn contributions(device: u64) -> String {
+    format!("crowd:contrib:{device:016x}")
+}
 
 /// Key names for a deployment with a fixed number of partitions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +171,12 @@ mod tests {
             used.insert(l.partition_of(&trip(&format!("T{i}"))));
         }
         assert_eq!(used.len(), 16);
+    }
+
+    #[test]
+    fn contribution_keys_name_the_device_hash_in_fixed_width_hex() {
+        assert_eq!(contributions(0xab), "crowd:contrib:00000000000000ab");
+        assert_eq!(contributions(u64::MAX), "crowd:contrib:ffffffffffffffff");
     }
 
     /// Reference FNV-1a 64 written independently from the published algorithm.

@@ -8,7 +8,13 @@
 //! RESOURCE_EXHAUSTED when overloaded) so that the client retries what is
 //! still unacknowledged. A stream silent for too long is ended with
 //! DEADLINE_EXCEEDED.
+//!
+//! An ACCEPTED ack also carries the nudge: how many riders are looking at
+//! the train ([`Audience`]) and the device's running count of accepted
+//! reports ([`Contributions`]), which never holds an ack up for long
+//! ([`NUDGE_WAIT`]) nor fails it.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,12 +27,16 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crowd_proto::codec;
-use crowd_proto::domain::DeviceHasher;
+use crowd_proto::domain::{DeviceHasher, TripKey};
 use crowd_proto::layout::Layout;
 use crowd_proto::pb::v1::report_service_server::ReportService;
-use crowd_proto::pb::v1::{AckStatus, CrowdingReport, ReportAck};
+use crowd_proto::pb::v1::{
+    AckStatus, CrowdingReport, GetContributionsRequest, GetContributionsResponse, ReportAck,
+};
 use crowd_proto::validate::{Limits, validate_report};
 
+use crate::audience::Audience;
+use crate::contributions::{self, Contributions};
 use crate::dedup::RecentIds;
 use crate::error::StoreError;
 use crate::ratelimit::DeviceLimiter;
@@ -62,7 +72,16 @@ pub struct IngestConfig {
     pub schedule: Option<Arc<Schedule>>,
     /// Refuse reports for trips that are not in the schedule.
     pub strict_trips: bool,
+    /// Who is looking at which train: `helping_riders` of ACCEPTED acks.
+    pub audience: Audience,
+    /// Each device's running count of accepted reports, in Redis.
+    pub contributions: Contributions,
 }
+
+/// Longest an ACCEPTED ack waits for the device's count once its report is
+/// stored: the count is sent at the same time as the report and is normally
+/// there first; past this the ack says 0 (the count still happens).
+pub const NUDGE_WAIT: Duration = Duration::from_millis(25);
 
 /// Most devices whose rate is tracked at once.
 const MAX_TRACKED_DEVICES: usize = 1_000_000;
@@ -93,12 +112,26 @@ enum Admission {
         report_id: String,
         done: oneshot::Receiver<WriteResult>,
         arrived: Instant,
+        nudge: Nudge,
     },
     /// Could not even be queued.
     Failed {
         report_id: String,
         error: StoreError,
     },
+}
+
+/// What an ACCEPTED ack needs to tell the rider about their report.
+struct Nudge {
+    /// The reported train and its route (may be empty).
+    trip: TripKey,
+    route_id: String,
+    /// The device's keyed hash, to take its count back if the write fails.
+    device: u64,
+    /// The device's running total, once counted; `None`: not counted.
+    counted: Option<oneshot::Receiver<u64>>,
+    /// The connection that sent the report: not one of its own audience.
+    reporter: Option<SocketAddr>,
 }
 
 impl Ingest {
@@ -125,8 +158,9 @@ impl Ingest {
 }
 
 impl Inner {
-    /// Validates, deduplicates, rate-limits and queues one report.
-    fn admit(&self, raw: &CrowdingReport) -> Admission {
+    /// Validates, deduplicates, rate-limits and queues one report that
+    /// arrived over the connection `reporter`.
+    fn admit(&self, raw: &CrowdingReport, reporter: Option<SocketAddr>) -> Admission {
         let arrived = Instant::now();
         let now = Utc::now();
         let mut report = match validate_report(raw, &self.config.limits, &self.config.devices, now)
@@ -179,6 +213,13 @@ impl Inner {
                 report_id: report.report_id,
                 done,
                 arrived,
+                nudge: Nudge {
+                    counted: self.config.contributions.count(report.device),
+                    trip: report.trip,
+                    route_id: report.route_id,
+                    device: report.device,
+                    reporter,
+                },
             },
             Err(error) => {
                 self.recent.release(&report.report_id);
@@ -192,7 +233,7 @@ impl Inner {
 
     /// Waits for the outcome of an admitted report.
     async fn settle(&self, admission: Admission) -> Result<ReportAck, Status> {
-        let (report_id, done, arrived) = match admission {
+        let (report_id, done, arrived, nudge) = match admission {
             Admission::Ready(ack) => return Ok(ack),
             Admission::Failed { report_id, error } => {
                 tracing::debug!(%report_id, %error, "report not queued");
@@ -202,7 +243,8 @@ impl Inner {
                 report_id,
                 done,
                 arrived,
-            } => (report_id, done, arrived),
+                nudge,
+            } => (report_id, done, arrived, nudge),
         };
         let outcome = match tokio::time::timeout(self.config.ack_timeout, done).await {
             Ok(Ok(result)) => result,
@@ -215,12 +257,38 @@ impl Inner {
         match outcome {
             Ok(()) => {
                 metrics::counter!("crowd_server_reports_accepted_total").increment(1);
+                let contributions = match nudge.counted {
+                    Some(total) => match tokio::time::timeout(NUDGE_WAIT, total).await {
+                        Ok(Ok(total)) => total,
+                        _ => 0,
+                    },
+                    None => 0,
+                };
+                let helping_riders = self.config.audience.helping(
+                    &nudge.trip,
+                    &nudge.route_id,
+                    nudge.reporter,
+                    Instant::now(),
+                );
                 metrics::histogram!("crowd_server_ack_seconds")
                     .record(arrived.elapsed().as_secs_f64());
-                Ok(ack(&report_id, AckStatus::Accepted, String::new()))
+                Ok(ReportAck {
+                    helping_riders,
+                    contributions,
+                    ..ack(&report_id, AckStatus::Accepted, String::new())
+                })
             }
             Err(error) => {
                 self.recent.release(&report_id);
+                if let Some(total) = nudge.counted {
+                    // Not stored: take the count back once it is made.
+                    let counter = self.config.contributions.clone();
+                    tokio::spawn(async move {
+                        if total.await.is_ok() {
+                            counter.uncount(nudge.device);
+                        }
+                    });
+                }
                 metrics::counter!("crowd_server_reports_failed_total").increment(1);
                 Err(error.into())
             }
@@ -232,6 +300,7 @@ impl Inner {
     async fn pump(
         self: Arc<Self>,
         mut inbound: Streaming<CrowdingReport>,
+        reporter: Option<SocketAddr>,
         tx: mpsc::Sender<Result<ReportAck, Status>>,
     ) {
         let mut pending = FuturesOrdered::new();
@@ -265,7 +334,7 @@ impl Inner {
                             if let Some(idle) = idle {
                                 silence.as_mut().reset(tokio::time::Instant::now() + idle);
                             }
-                            let admission = self.admit(&raw);
+                            let admission = self.admit(&raw, reporter);
                             let this = self.clone();
                             pending.push_back(async move { this.settle(admission).await });
                         }
@@ -306,6 +375,8 @@ fn ack(report_id: &str, status: AckStatus, reason: String) -> ReportAck {
         report_id: report_id.to_owned(),
         status: status as i32,
         reason,
+        helping_riders: 0,
+        contributions: 0,
     }
 }
 
@@ -321,7 +392,8 @@ impl ReportService for Ingest {
             return Err(StoreError::ShuttingDown.into());
         }
         let (tx, rx) = mpsc::channel(self.inner.config.max_inflight.max(1));
-        tokio::spawn(self.inner.clone().pump(request.into_inner(), tx));
+        let reporter = request.remote_addr();
+        tokio::spawn(self.inner.clone().pump(request.into_inner(), reporter, tx));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -329,7 +401,18 @@ impl ReportService for Ingest {
         &self,
         request: Request<CrowdingReport>,
     ) -> Result<Response<ReportAck>, Status> {
-        let admission = self.inner.admit(request.get_ref());
+        let admission = self.inner.admit(request.get_ref(), request.remote_addr());
         self.inner.settle(admission).await.map(Response::new)
+    }
+
+    async fn get_contributions(
+        &self,
+        request: Request<GetContributionsRequest>,
+    ) -> Result<Response<GetContributionsResponse>, Status> {
+        let device_id = &request.get_ref().device_id;
+        contributions::check_device_id(device_id).map_err(Status::invalid_argument)?;
+        let device = self.inner.config.devices.hash(device_id);
+        let contributions = self.inner.config.contributions.get(device).await?;
+        Ok(Response::new(GetContributionsResponse { contributions }))
     }
 }

@@ -7,6 +7,8 @@
 //!
 //! - [`config`]: flags and environment.
 //! - [`ingest`] + [`ratelimit`] + [`dedup`] + [`writer`]: the write path.
+//! - [`audience`] + [`contributions`]: the nudge in each ACCEPTED ack (how
+//!   many riders the report helps, how many reports the device made).
 //! - [`queries`] + [`estimates`] + [`watch`] + [`hub`]: the read path.
 //! - [`store`]: the Redis connection, every call bounded in time.
 //! - [`health`] + [`http`]: liveness for load balancers.
@@ -17,8 +19,10 @@
 //!   the operators' gRPC service behind API keys, with the GTFS static
 //!   schedule.
 
+pub mod audience;
 pub mod auth;
 pub mod config;
+pub mod contributions;
 pub mod dedup;
 pub mod error;
 pub mod estimates;

@@ -1,6 +1,10 @@
 //! `OccupancyService`: riders read back what the aggregator published.
 //! Arguments are validated here (INVALID_ARGUMENT names the field); reads go
-//! through [`Estimates`], watches through the process-wide [`Hub`].
+//! through [`Estimates`], watches through the process-wide [`Hub`]. Every
+//! answer and every watch is noted in the [`Audience`], for the nudge of
+//! report acks.
+
+use std::time::Instant;
 
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -14,6 +18,7 @@ use crowd_proto::pb::v1::{
 };
 use crowd_proto::validate::{validate_position, validate_trip};
 
+use crate::audience::{Audience, Viewer};
 use crate::estimates::Estimates;
 use crate::hub::Hub;
 use crate::watch::{self, Filter};
@@ -36,6 +41,20 @@ pub struct Queries {
     pub max_trips: usize,
     /// Fires on server shutdown: watches end.
     pub shutdown: CancellationToken,
+    /// Who looks at which train, for `helping_riders` in report acks.
+    pub audience: Audience,
+}
+
+/// The trains of an answer, to note who was shown them.
+fn shown(estimates: &[OccupancyEstimate]) -> Vec<TripKey> {
+    estimates
+        .iter()
+        .filter_map(|e| e.trip.as_ref())
+        .map(|t| TripKey {
+            trip_id: t.trip_id.clone(),
+            start_date: t.start_date.clone(),
+        })
+        .collect()
 }
 
 impl Queries {
@@ -111,8 +130,11 @@ impl OccupancyService for Queries {
         &self,
         request: Request<GetOccupancyRequest>,
     ) -> Result<Response<GetOccupancyResponse>, Status> {
+        let viewer = Viewer::of(request.remote_addr());
         let trips = self.trips(&request.get_ref().trips)?;
         let estimates = self.estimates.get(&trips).await?;
+        self.audience
+            .answered(viewer, &shown(&estimates), Instant::now());
         Ok(Response::new(GetOccupancyResponse { estimates }))
     }
 
@@ -120,6 +142,7 @@ impl OccupancyService for Queries {
         &self,
         request: Request<WatchOccupancyRequest>,
     ) -> Result<Response<Self::WatchOccupancyStream>, Status> {
+        let viewer = Viewer::of(request.remote_addr());
         let req = request.into_inner();
         if req.trips.is_empty() && req.route_id.is_empty() {
             return Err(Status::invalid_argument(
@@ -138,11 +161,17 @@ impl OccupancyService for Queries {
             trips: trips.into_iter().collect(),
             route_id: req.route_id,
         };
+        let watching = self.audience.watching(
+            viewer,
+            filter.trips.iter().cloned().collect(),
+            filter.route_id.clone(),
+        );
         let rx = watch::start(
             self.estimates.clone(),
             &self.hub,
             filter,
             self.shutdown.clone(),
+            watching,
         )
         .await?;
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -152,6 +181,7 @@ impl OccupancyService for Queries {
         &self,
         request: Request<SearchNearbyRequest>,
     ) -> Result<Response<SearchNearbyResponse>, Status> {
+        let viewer = Viewer::of(request.remote_addr());
         let args = nearby_args(request.get_ref())?;
         let nearby = self
             .estimates
@@ -159,6 +189,8 @@ impl OccupancyService for Queries {
             .await?;
         let trips: Vec<TripKey> = nearby.into_iter().map(|n| n.trip).collect();
         let estimates = self.estimates.get(&trips).await?;
+        self.audience
+            .answered(viewer, &shown(&estimates), Instant::now());
         Ok(Response::new(SearchNearbyResponse { estimates }))
     }
 }

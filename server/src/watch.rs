@@ -1,6 +1,9 @@
 //! One `WatchOccupancy` call: the current estimates first, then every change
 //! of the watched trips (or route) taken from the process-wide [`Hub`], sent
 //! through a small channel that ends the watch when the client goes away.
+//! While it runs, the watch counts in the [`Audience`](crate::audience) of
+//! the trains it follows (its [`Watching`] guard lives in the forwarding
+//! task, so however the watch ends, it stops counting).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -12,6 +15,7 @@ use tonic::Status;
 use crowd_proto::domain::TripKey;
 use crowd_proto::pb::v1::OccupancyEstimate;
 
+use crate::audience::Watching;
 use crate::error::StoreError;
 use crate::estimates::Estimates;
 use crate::hub::Hub;
@@ -76,18 +80,22 @@ impl Drop for WatcherGauge {
 }
 
 /// Starts a watch: reads the current estimates (an error here fails the
-/// call), then forwards changes until the client leaves or shutdown.
+/// call), then forwards changes until the client leaves or shutdown;
+/// `watching` counts the watcher for exactly as long.
 pub async fn start(
     estimates: Estimates,
     hub: &Hub,
     filter: Filter,
     shutdown: CancellationToken,
+    watching: Watching,
 ) -> Result<mpsc::Receiver<Result<OccupancyEstimate, Status>>, Status> {
     // Subscribe before the snapshot so no change falls in between.
     let changes = hub.subscribe();
     let initial = filter.snapshot(&estimates).await?;
     let (tx, rx) = mpsc::channel(WATCHER_BUFFER);
-    tokio::spawn(forward(estimates, changes, filter, initial, tx, shutdown));
+    tokio::spawn(forward(
+        estimates, changes, filter, initial, tx, shutdown, watching,
+    ));
     Ok(rx)
 }
 
@@ -98,6 +106,8 @@ async fn forward(
     initial: Vec<OccupancyEstimate>,
     tx: mpsc::Sender<Result<OccupancyEstimate, Status>>,
     shutdown: CancellationToken,
+    // Held, not used: dropped with this task, it ends the counting.
+    _watching: Watching,
 ) {
     let _gauge = WatcherGauge::new();
     for e in initial {
