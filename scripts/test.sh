@@ -6,13 +6,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v redis-server >/dev/null 2>&1; then
+if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing redis-server"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools
   else
-    echo "redis-server is missing: install it (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis)" >&2
+    echo "redis-server or redis-cli is missing: install them (Debian/Ubuntu: sudo apt-get install redis-server redis-tools; macOS: brew install redis)" >&2
     exit 1
   fi
 fi

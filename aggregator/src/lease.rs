@@ -56,6 +56,11 @@ impl Leases {
         }
     }
 
+    /// The random id of this process, first half of its tokens.
+    pub(crate) fn instance(&self) -> &str {
+        &self.instance
+    }
+
     /// Tries to take the lease at `lease_key`; `Some(token)` on success.
     pub(crate) async fn acquire(
         &self,

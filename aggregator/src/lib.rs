@@ -8,7 +8,8 @@
 //!   shared through Redis by `reputation_store`.
 //! - [`config`]: flags and environment.
 //! - the rest is the Redis side: partition leases with fencing tokens
-//!   (`lease`), the consumer-group reader (`stream`), per-train state of owned
+//!   (`lease`) spread evenly over the fleet (`membership`), the
+//!   consumer-group reader (`stream`), per-train state of owned
 //!   partitions (`partition`), the atomic per-partition commit (`commit`) and
 //!   the loop tying them together (`worker`).
 //! - `telemetry` names the metrics; `exposition` serves them (`--metrics-addr`).
@@ -27,6 +28,7 @@ mod backoff;
 mod commit;
 mod exposition;
 mod lease;
+mod membership;
 mod partition;
 mod reputation_store;
 mod stream;

@@ -25,6 +25,7 @@ use crate::backoff::Backoff;
 use crate::commit::{TrainWrite, WriteError, Writer, indexable};
 use crate::estimator::{self, Applied, Params};
 use crate::lease::Leases;
+use crate::membership::Membership;
 use crate::partition::{Partition, Phase, Train};
 use crate::plausibility;
 use crate::reputation::{Reputation, judge};
@@ -64,6 +65,8 @@ pub(crate) struct Worker {
     /// Blocking XREADGROUP only, with a response timeout longer than BLOCK.
     reader: Connection,
     leases: Leases,
+    /// Our entry in the fleet, which sets our share of the partitions.
+    membership: Membership,
     writer: Writer,
     owned: BTreeMap<u16, Partition>,
     /// Trust of devices; stays empty (everybody weighs 1) when disabled.
@@ -106,9 +109,11 @@ impl Worker {
         };
         let layout = Layout::new(config.partitions);
         let now = Instant::now();
+        let leases = Leases::new(config.lease_ttl());
         Ok(Some(Worker {
             params: config.estimator_params(),
-            leases: Leases::new(config.lease_ttl()),
+            membership: Membership::new(leases.instance().to_owned(), config.lease_ttl()),
+            leases,
             writer: Writer::new(layout, config.train_idle_ms(), config.updates_maxlen),
             layout,
             config,
@@ -514,16 +519,32 @@ impl Worker {
         }
     }
 
-    /// Renews our leases, takes free partitions, and schedules a pending scan
-    /// of every owned partition (entries a fenced former owner read but never
+    /// Renews our leases, hands over those beyond our share of the fleet's
+    /// partitions, takes free ones up to it, and schedules a pending scan of
+    /// every owned partition (entries a fenced former owner read but never
     /// committed are found there).
+    ///
+    /// Called between batches, when memory holds only committed state, so a
+    /// partition handed over loses nothing.
     async fn maintain_leases(&mut self) -> Result<(), CycleError> {
+        let mut first_error = None;
+        let share = match self
+            .membership
+            .share(&mut self.cmd, now_ms(), self.layout.partitions())
+            .await
+        {
+            Ok(share) => share,
+            Err(e) => {
+                // Unknown fleet: keep what we hold, take nothing new.
+                first_error.get_or_insert(e);
+                self.owned.len()
+            }
+        };
         let owned: Vec<(u16, String)> = self
             .owned
             .iter()
             .map(|(k, p)| (*k, p.token.clone()))
             .collect();
-        let mut first_error = None;
         for (k, token) in owned {
             match self
                 .leases
@@ -543,7 +564,23 @@ impl Worker {
                 }
             }
         }
+        while self.owned.len() > share {
+            let Some((k, p)) = self.owned.pop_last() else {
+                break;
+            };
+            tracing::info!(partition = k, share, "partition handed over to rebalance");
+            let released = self
+                .leases
+                .release(&mut self.cmd, &self.layout.lease(k), &p.token)
+                .await;
+            if let Err(e) = released {
+                tracing::warn!(partition = k, error = %e, "cannot release lease; it will lapse");
+            }
+        }
         for k in self.layout.all() {
+            if self.owned.len() >= share {
+                break;
+            }
             if self.owned.contains_key(&k) {
                 continue;
             }
@@ -676,6 +713,9 @@ impl Worker {
 
     /// Hands our partitions over at shutdown instead of letting leases lapse.
     async fn release_all(&mut self) {
+        if let Err(e) = self.membership.leave(&mut self.cmd).await {
+            tracing::warn!(error = %e, "cannot leave the fleet; the entry will lapse");
+        }
         let owned = std::mem::take(&mut self.owned);
         for (k, p) in owned {
             if let Err(e) = self

@@ -35,7 +35,7 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(5);
 #[derive(Clone)]
 pub enum Target {
     Single(redis::Client),
-    Cluster(ClusterClient),
+    Cluster(Box<ClusterClient>),
 }
 
 impl std::fmt::Debug for Target {
@@ -67,7 +67,7 @@ impl Target {
             .filter(|n| !n.is_empty())
             .collect();
         if cluster || nodes.len() > 1 {
-            Ok(Target::Cluster(ClusterClient::new(nodes)?))
+            Ok(Target::Cluster(Box::new(ClusterClient::new(nodes)?)))
         } else {
             Ok(Target::Single(redis::Client::open(url.trim())?))
         }

@@ -16,6 +16,7 @@
 //! | `crowd:{k}:lease` | string | aggregator | owner token of partition k (fencing) |
 //! | `crowd:{k}:fence` | counter | aggregator | source of monotonically rising lease tokens |
 //! | `crowd:reputation` | hash | aggregator | device trust scores (field: device hash, hex) |
+//! | `crowd:aggregators` | zset | aggregator | live aggregators (member: instance id, score: expiry ms) |
 //! | `crowd:contrib:<device>` | counter | server | a device's accepted reports (device hash, hex), expires [`CONTRIBUTIONS_TTL_SECS`] after its last report |
 //!
 //! The geo index is per partition (not one global key) so the aggregator can
@@ -37,6 +38,9 @@ pub const ESTIMATE_FIELD: &str = "e";
 /// Hash of device reputation scores, shared by all partitions: soft state
 /// (field: the device hash as 16 hex digits, value: the score).
 pub const REPUTATION: &str = "crowd:reputation";
+/// Live aggregators, so each knows its share of the partitions (member: the
+/// instance id, score: when its announcement expires, ms).
+pub const AGGREGATORS: &str = "crowd:aggregators";
 /// Default number of partitions.
 pub const DEFAULT_PARTITIONS: u16 = 16;
 /// How long a device's contribution count outlives its last report: long

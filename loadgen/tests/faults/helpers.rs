@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use clap::Parser;
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
@@ -324,8 +324,9 @@ pub async fn submit_until_acked(
     }
 }
 
-/// The sum of `reports_counted` over the committed states of `trips`.
-pub async fn counted(con: &mut MultiplexedConnection, trips: &[TripKey]) -> u64 {
+/// The sum of `reports_counted` over the committed states of `trips` (on one
+/// node or a cluster).
+pub async fn counted(con: &mut (impl ConnectionLike + Send), trips: &[TripKey]) -> u64 {
     let l = layout();
     let keys: Vec<String> = trips
         .iter()
@@ -413,7 +414,7 @@ pub async fn stored_ids(con: &mut MultiplexedConnection) -> BTreeSet<String> {
 }
 
 /// The current holder token of each partition lease (`None` when free).
-pub async fn lease_holders(con: &mut MultiplexedConnection) -> Vec<Option<String>> {
+pub async fn lease_holders(con: &mut (impl ConnectionLike + Send)) -> Vec<Option<String>> {
     let mut holders = Vec::new();
     for k in layout().all() {
         let holder: Option<String> = redis::cmd("GET")

@@ -6,9 +6,11 @@
 
 mod aggregator_crash;
 mod client_kill;
+mod cluster;
 mod fencing;
 mod flood;
 mod helpers;
+mod rebalance;
 mod redis_pause;
 mod redis_restart;
 mod retention;
