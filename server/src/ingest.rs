@@ -81,7 +81,7 @@ pub struct IngestConfig {
 /// Longest an ACCEPTED ack waits for the device's count once its report is
 /// stored: the count is sent at the same time as the report and is normally
 /// there first; past this the ack says 0 (the count still happens).
-pub const NUDGE_WAIT: Duration = Duration::from_millis(25);
+pub const NUDGE_WAIT: Duration = Duration::from_millis(50);
 
 /// Most devices whose rate is tracked at once.
 const MAX_TRACKED_DEVICES: usize = 1_000_000;

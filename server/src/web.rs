@@ -9,6 +9,8 @@
 //! - `GET /api/events?route_id=B` (or `?trip_id=..&start_date=..`): the same
 //!   as a `snapshot` event, then one `train` event per change ([`events`]),
 //!   taken from the process-wide [`Hub`]: no Redis connection per page.
+//!   Each open stream counts as one viewer of its trains in the
+//!   [`Audience`] (the nudge of report acks).
 //!
 //! Every train is rendered by [`view`], so the snapshot, the events and the
 //! JSON snapshot agree on field names.
@@ -25,6 +27,7 @@ use axum::Router;
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 
+use crate::audience::Audience;
 use crate::estimates::Estimates;
 use crate::fleet::CarsPerRoute;
 use crate::hub::Hub;
@@ -44,6 +47,8 @@ pub struct Web {
     pub cars: Arc<CarsPerRoute>,
     /// Ends every open event stream, so the HTTP server can drain.
     pub shutdown: CancellationToken,
+    /// Who looks at which train: open event streams count in it.
+    pub audience: Audience,
 }
 
 /// The page and its endpoints, to merge into the HTTP router.

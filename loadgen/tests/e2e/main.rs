@@ -5,6 +5,7 @@ mod aggregation;
 mod feed;
 mod helpers;
 mod ingest;
+mod nudge;
 mod observability;
 mod operator;
 mod page;

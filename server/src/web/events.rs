@@ -26,6 +26,7 @@ use crowd_proto::pb::v1::OccupancyEstimate;
 
 use super::Web;
 use super::api::{render, unavailable};
+use crate::audience::{Viewer, Watching};
 use crate::watch::Filter;
 
 /// How soon a disconnected page tries again (the browser default is ~3 s).
@@ -92,6 +93,8 @@ struct Feed {
     filter: Filter,
     changes: broadcast::Receiver<Arc<OccupancyEstimate>>,
     _gauge: PageGauge,
+    /// Counts the page as a viewer of its trains while the stream is open.
+    _watching: Watching,
 }
 
 pub(super) async fn events(State(web): State<Web>, Query(q): Query<EventsQuery>) -> Response {
@@ -106,11 +109,18 @@ pub(super) async fn events(State(web): State<Web>, Query(q): Query<EventsQuery>)
         Err(e) => return unavailable(e),
     };
     let first = snapshot(&web, &initial).retry(RETRY);
+    // Each stream is a page of its own (the HTTP peer is not known here).
+    let watching = web.audience.watching(
+        Viewer::of(None),
+        filter.trips.iter().cloned().collect(),
+        filter.route_id.clone(),
+    );
     let feed = Feed {
         web,
         filter,
         changes,
         _gauge: PageGauge::new(),
+        _watching: watching,
     };
     Sse::new(stream::once(async move { Ok(first) }).chain(changes_of(feed)))
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))

@@ -80,6 +80,7 @@ async fn serve(redis_url: &str, shutdown: CancellationToken) -> SocketAddr {
         lines: Arc::new(Lines::default()),
         cars: Arc::new("B=8".parse().unwrap()),
         shutdown: shutdown.clone(),
+        audience: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
