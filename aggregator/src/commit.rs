@@ -6,24 +6,32 @@ use crowd_proto::connection::Connection;
 use redis::Script;
 
 use crowd_proto::domain::TripKey;
+
+use crate::admission::DeadLetter;
 use crowd_proto::layout::{ESTIMATE_FIELD, GROUP, Layout};
 
 /// Members examined per sweep.
 const SWEEP_LIMIT: usize = 500;
 
-/// KEYS: lease, reports, updates, trains, geo, then (state, estimate) per train.
+/// Approximate length cap of each partition's dead-letter stream.
+const DEAD_MAXLEN: u64 = 10_000;
+
+/// KEYS: lease, reports, updates, trains, geo, dead, then (state, estimate)
+/// per train.
 /// ARGV: token, ttl ms, updates maxlen, group, now ms, train count, estimate
-/// field, then 7 per train (state, estimate, has-estimate, member, has-position,
-/// lon, lat), then the entry ids to acknowledge.
+/// field, dead-letter count, dead maxlen, then 7 per train (state, estimate,
+/// has-estimate, member, has-position, lon, lat), then 3 per dead letter
+/// (entry id, payload, reason), then the entry ids to acknowledge.
 const COMMIT: &str = r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return redis.error_reply('FENCED lease lost')
 end
 local ttl, maxlen, group, now = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local n, field = tonumber(ARGV[6]), ARGV[7]
-local a = 8
+local dead, dead_maxlen = tonumber(ARGV[8]), ARGV[9]
+local a = 10
 for i = 1, n do
-  local state_key, est_key = KEYS[4 + 2 * i], KEYS[5 + 2 * i]
+  local state_key, est_key = KEYS[5 + 2 * i], KEYS[6 + 2 * i]
   redis.call('SET', state_key, ARGV[a], 'PX', ttl)
   if ARGV[a + 2] == '1' then
     redis.call('SET', est_key, ARGV[a + 1], 'PX', ttl)
@@ -39,6 +47,11 @@ for i = 1, n do
     redis.call('ZREM', KEYS[5], ARGV[a + 3])
   end
   a = a + 7
+end
+for i = 1, dead do
+  redis.call('XADD', KEYS[6], 'MAXLEN', '~', dead_maxlen, '*',
+    'id', ARGV[a], 'r', ARGV[a + 1], 'reason', ARGV[a + 2])
+  a = a + 3
 end
 -- XACK in chunks: unpack() of thousands of ids would overflow the Lua stack.
 local ids = {}
@@ -129,8 +142,9 @@ impl Writer {
         }
     }
 
-    /// Atomically publishes `trains` and acknowledges `acks` if `token` still
-    /// holds partition `k`.
+    /// Atomically publishes `trains`, sets `dead` aside and acknowledges
+    /// `acks` if `token` still holds partition `k`.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn commit(
         &self,
         con: &mut Connection,
@@ -138,6 +152,7 @@ impl Writer {
         token: &str,
         now_ms: i64,
         trains: &[TrainWrite],
+        dead: &[DeadLetter],
         acks: &[String],
     ) -> Result<(), WriteError> {
         let l = &self.layout;
@@ -146,14 +161,17 @@ impl Writer {
             .key(l.reports(k))
             .key(l.updates(k))
             .key(l.trains(k))
-            .key(l.geo(k));
+            .key(l.geo(k))
+            .key(l.dead(k));
         inv.arg(token)
             .arg(self.idle_ms)
             .arg(self.updates_maxlen)
             .arg(GROUP)
             .arg(now_ms)
             .arg(trains.len())
-            .arg(ESTIMATE_FIELD);
+            .arg(ESTIMATE_FIELD)
+            .arg(dead.len())
+            .arg(DEAD_MAXLEN);
         for t in trains {
             inv.key(l.state(k, &t.trip)).key(l.estimate(k, &t.trip));
             let (lon, lat) = t.position.unwrap_or_default();
@@ -164,6 +182,9 @@ impl Writer {
                 .arg(if t.position.is_some() { "1" } else { "0" })
                 .arg(lon)
                 .arg(lat);
+        }
+        for d in dead {
+            inv.arg(&d.id).arg(d.payload.as_slice()).arg(&d.reason);
         }
         for id in acks {
             inv.arg(id);

@@ -23,8 +23,9 @@ pub struct Config {
     /// Number of partitions; must match the servers of the deployment.
     #[arg(long, env = "CROWD_PARTITIONS", default_value_t = crowd_proto::layout::DEFAULT_PARTITIONS)]
     pub partitions: u16,
-    /// A report's weight halves every this many seconds.
-    #[arg(long, env = "CROWD_HALF_LIFE_SECS", default_value_t = 180)]
+    /// A report's weight halves every this many seconds (loads change at
+    /// every stop; see `estimator::DEFAULT_HALF_LIFE_MS`).
+    #[arg(long, env = "CROWD_HALF_LIFE_SECS", default_value_t = 90)]
     pub half_life_secs: u64,
     /// Reports older than this many seconds no longer count.
     #[arg(long, env = "CROWD_WINDOW_SECS", default_value_t = 900)]
@@ -54,6 +55,11 @@ pub struct Config {
     /// Serve Prometheus metrics on this address (`GET /metrics`); none by default.
     #[arg(long, env = "CROWD_AGG_METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// A pending entry delivered this many times without being committed
+    /// (its batch keeps failing) is moved to the partition's dead-letter
+    /// stream instead of being tried again.
+    #[arg(long, env = "CROWD_MAX_DELIVERIES", default_value_t = 5)]
+    pub max_deliveries: u64,
     /// Failures injected on purpose by tests; never set from the command line.
     #[arg(skip)]
     pub faults: FaultInjection,
@@ -106,14 +112,15 @@ mod tests {
     fn defaults_match_the_design() {
         let c = Config::parse_from(["crowd-aggregator"]);
         assert_eq!(c.partitions, 16);
-        assert_eq!(c.half_life_secs, 180);
+        assert_eq!(c.half_life_secs, 90);
         assert_eq!(c.window_secs, 900);
         assert_eq!(c.lease_ttl_ms, 5000);
         assert!(c.faults.crash_before_commit_of_batch.is_none());
         assert!(c.reputation);
         assert!(c.metrics_addr.is_none());
         let p = c.estimator_params();
-        assert_eq!(p.half_life_ms, 180_000);
+        assert_eq!(p, Params::default());
+        assert_eq!(p.half_life_ms, 90_000);
         assert_eq!(p.window_ms, 900_000);
     }
 

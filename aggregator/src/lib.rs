@@ -24,6 +24,7 @@ pub mod estimator;
 pub mod plausibility;
 pub mod reputation;
 
+mod admission;
 mod backoff;
 mod commit;
 mod exposition;

@@ -26,6 +26,9 @@ pub(crate) struct Entry {
     pub(crate) id: String,
     /// The `r` field, or `None` when missing (trimmed or foreign entry).
     pub(crate) payload: Option<Vec<u8>>,
+    /// How many times the group delivered it, when known (pending replays):
+    /// an entry delivered again and again never got committed.
+    pub(crate) deliveries: u64,
 }
 
 /// Where to read a stream from.
@@ -123,6 +126,35 @@ async fn read_group(
     Ok(parse_reply(reply))
 }
 
+/// Fills in the delivery counts of `entries`, pending entries of `key` just
+/// replayed (one XPENDING over their id range).
+pub(crate) async fn count_deliveries(
+    con: &mut Connection,
+    key: &str,
+    entries: &mut [Entry],
+) -> redis::RedisResult<()> {
+    let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+        return Ok(());
+    };
+    let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+        .arg(key)
+        .arg(GROUP)
+        .arg(&first.id)
+        .arg(&last.id)
+        .arg(entries.len())
+        .arg(CONSUMER)
+        .query_async(con)
+        .await?;
+    let counts: std::collections::HashMap<String, u64> = pending
+        .into_iter()
+        .map(|(id, _, _, deliveries)| (id, deliveries))
+        .collect();
+    for e in entries {
+        e.deliveries = counts.get(&e.id).copied().unwrap_or(0);
+    }
+    Ok(())
+}
+
 fn parse_reply(reply: Value) -> Vec<(String, Vec<Entry>)> {
     pairs(reply)
         .into_iter()
@@ -153,7 +185,11 @@ fn parse_entries(entries: Value) -> Vec<Entry> {
                 .into_iter()
                 .find(|(k, _)| matches!(k, Value::BulkString(b) if b == REPORT_FIELD.as_bytes()))
                 .and_then(|(_, v)| bytes(v));
-            Some(Entry { id, payload })
+            Some(Entry {
+                id,
+                payload,
+                deliveries: 0,
+            })
         })
         .collect()
 }
@@ -235,7 +271,8 @@ mod tests {
             entries[1],
             Entry {
                 id: "2-0".into(),
-                payload: None
+                payload: None,
+                deliveries: 0,
             }
         );
         assert_eq!(entries[2].payload, None);

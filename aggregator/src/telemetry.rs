@@ -6,6 +6,9 @@ pub const REPORTS_APPLIED: &str = "crowd_aggregator_reports_applied_total";
 pub const DUPLICATES: &str = "crowd_aggregator_duplicates_total";
 /// Entries that could not be decoded or had no valid level; acknowledged and skipped (counter).
 pub const UNDECODABLE: &str = "crowd_aggregator_undecodable_total";
+/// Entries moved to the partition's dead-letter stream, labelled by `reason`
+/// (`undecodable`, `redelivered`) (counter).
+pub const DEAD_LETTERS: &str = "crowd_aggregator_dead_letters_total";
 /// Non-empty batches read (counter).
 pub const BATCHES: &str = "crowd_aggregator_batches_total";
 /// Entries per batch (histogram).

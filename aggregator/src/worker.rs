@@ -15,12 +15,13 @@ use prost::Message;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crowd_proto::codec::{decode_report, encode_estimate};
+use crowd_proto::codec::encode_estimate;
 use crowd_proto::connection::{Connection, Options, Target};
 use crowd_proto::domain::TripKey;
 use crowd_proto::layout::Layout;
 use crowd_proto::pb::store::{StoredReport, TrainState};
 
+use crate::admission::{DeadLetter, admit};
 use crate::backoff::Backoff;
 use crate::commit::{TrainWrite, WriteError, Writer, indexable};
 use crate::estimator::{self, Applied, Params};
@@ -179,13 +180,18 @@ impl Worker {
                 None,
             )
             .await;
-            let entries: Vec<Entry> = match read {
+            let mut entries: Vec<Entry> = match read {
                 Ok(r) => r.into_iter().flat_map(|(_, e)| e).collect(),
                 Err(e) => {
                     self.reset(k);
                     return Err(e.into());
                 }
             };
+            // Replayed entries that keep coming back are set aside.
+            if let Err(e) = stream::count_deliveries(&mut self.cmd, &keys[0], &mut entries).await {
+                self.reset(k);
+                return Err(e.into());
+            }
             if entries.is_empty() {
                 if let Some(p) = self.owned.get_mut(&k) {
                     p.phase = Phase::Live;
@@ -259,9 +265,9 @@ impl Worker {
         let mut first_error = None;
         for (k, entries) in batch {
             match self.apply_entries(k, &entries, now).await {
-                Ok(touched) => {
+                Ok((touched, dead)) => {
                     let acks = entries.into_iter().map(|e| e.id).collect::<Vec<_>>();
-                    applied.push((k, touched, acks));
+                    applied.push((k, touched, dead, acks));
                 }
                 Err(e) => {
                     self.reset(k);
@@ -280,8 +286,8 @@ impl Worker {
             tokio::time::sleep(pause).await;
         }
 
-        for (k, touched, acks) in applied {
-            if let Err(e) = self.commit(k, &touched, &acks, now).await {
+        for (k, touched, dead, acks) in applied {
+            if let Err(e) = self.commit(k, &touched, &dead, &acks, now).await {
                 first_error.get_or_insert(e);
             }
         }
@@ -293,36 +299,30 @@ impl Worker {
     }
 
     /// Loads the states the entries need, then folds the entries in.
-    /// Returns the canonical keys of the trains that changed.
+    /// Returns the canonical keys of the trains that changed, and the
+    /// entries to set aside (see [`admission`](crate::admission)).
     async fn apply_entries(
         &mut self,
         k: u16,
         entries: &[Entry],
         now: i64,
-    ) -> Result<BTreeSet<String>, redis::RedisError> {
+    ) -> Result<(BTreeSet<String>, Vec<DeadLetter>), redis::RedisError> {
+        let mut dead = Vec::new();
         let reports: Vec<_> = entries
             .iter()
-            .filter_map(|e| {
-                let decoded = e.payload.as_deref().map(decode_report);
-                match decoded {
-                    Some(Ok(r)) if self.layout.partition_of(&trip_of(&r)) == k => Some(r),
-                    Some(Ok(r)) => {
-                        tracing::warn!(id = %e.id, trip = %trip_of(&r), partition = k, "report in the wrong partition; skipped");
+            .filter_map(
+                |e| match admit(e, k, &self.layout, self.config.max_deliveries) {
+                    Ok(r) => Some(r),
+                    Err(letter) => {
+                        tracing::warn!(id = %e.id, partition = k, reason = %letter.reason, "entry set aside");
                         metrics::counter!(telemetry::UNDECODABLE).increment(1);
+                        metrics::counter!(telemetry::DEAD_LETTERS, "reason" => letter.label)
+                            .increment(1);
+                        dead.push(letter);
                         None
                     }
-                    Some(Err(err)) => {
-                        tracing::warn!(id = %e.id, partition = k, error = %err, "undecodable entry; skipped");
-                        metrics::counter!(telemetry::UNDECODABLE).increment(1);
-                        None
-                    }
-                    None => {
-                        tracing::warn!(id = %e.id, partition = k, "entry without a report; skipped");
-                        metrics::counter!(telemetry::UNDECODABLE).increment(1);
-                        None
-                    }
-                }
-            })
+                },
+            )
             .collect();
         if let Some(newest) = reports.iter().map(|r| r.received_at_ms).max() {
             metrics::gauge!(telemetry::LAG_SECONDS, "partition" => k.to_string())
@@ -336,7 +336,7 @@ impl Worker {
         }
 
         let Some(partition) = self.owned.get_mut(&k) else {
-            return Ok(BTreeSet::new());
+            return Ok((BTreeSet::new(), Vec::new()));
         };
         let mut touched = BTreeSet::new();
         for r in &reports {
@@ -373,7 +373,7 @@ impl Worker {
                 }
             }
         }
-        Ok(touched)
+        Ok((touched, dead))
     }
 
     /// Reads the scores of the devices that judging and estimating these
@@ -456,11 +456,13 @@ impl Worker {
         Ok(())
     }
 
-    /// Publishes the changed trains of partition `k` and acknowledges `acks`.
+    /// Publishes the changed trains of partition `k`, sets `dead` aside and
+    /// acknowledges `acks`.
     async fn commit(
         &mut self,
         k: u16,
         touched: &BTreeSet<String>,
+        dead: &[DeadLetter],
         acks: &[String],
         now: i64,
     ) -> Result<(), redis::RedisError> {
@@ -491,7 +493,7 @@ impl Worker {
         let token = partition.token.clone();
         let result = self
             .writer
-            .commit(&mut self.cmd, k, &token, now, &writes, acks)
+            .commit(&mut self.cmd, k, &token, now, &writes, dead, acks)
             .await;
         match result {
             Ok(()) => {
@@ -639,7 +641,7 @@ impl Worker {
             .collect();
         let mut first_error = None;
         for (k, keys) in due {
-            if let Err(e) = self.commit(k, &keys, &[], now).await {
+            if let Err(e) = self.commit(k, &keys, &[], &[], now).await {
                 first_error.get_or_insert(e);
             }
         }

@@ -11,6 +11,7 @@
 //! | `crowd:{k}:state:<trip>` | string | aggregator | [`TrainState`](crate::pb::store::TrainState) |
 //! | `crowd:{k}:est:<trip>` | string | aggregator | published `OccupancyEstimate` |
 //! | `crowd:{k}:updates` | stream | aggregator | estimate changes (field `e`), tailed by Watch |
+//! | `crowd:{k}:dead` | stream | aggregator | entries that cannot be counted (fields `id`, `r`, `reason`) |
 //! | `crowd:{k}:trains` | zset | aggregator | active trains by last update (ms) |
 //! | `crowd:{k}:geo` | geo set | aggregator | last known position of each active train |
 //! | `crowd:{k}:lease` | string | aggregator | owner token of partition k (fencing) |
@@ -93,6 +94,10 @@ impl Layout {
     pub fn updates(&self, k: u16) -> String {
         format!("crowd:{{{k}}}:updates")
     }
+    /// Dead letters of partition `k`: reports set aside instead of counted.
+    pub fn dead(&self, k: u16) -> String {
+        format!("crowd:{{{k}}}:dead")
+    }
     pub fn trains(&self, k: u16) -> String {
         format!("crowd:{{{k}}}:trains")
     }
@@ -145,6 +150,7 @@ mod tests {
         for key in [
             l.reports(k),
             l.updates(k),
+            l.dead(k),
             l.trains(k),
             l.geo(k),
             l.lease(k),

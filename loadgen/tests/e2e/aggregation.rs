@@ -477,13 +477,15 @@ async fn partitions_move_to_the_other_aggregator_without_loss_or_double_count() 
 }
 
 #[tokio::test]
-async fn undecodable_entries_are_acknowledged_and_skipped() {
+async fn undecodable_entries_go_to_the_dead_letter_stream() {
     let redis = RedisServer::start();
     let mut con = connect(&redis).await;
     let t = trip("AGG-GARBAGE");
-    let key = layout().reports(layout().partition_of(&t));
+    let k = layout().partition_of(&t);
+    let key = layout().reports(k);
+    let mut ids = Vec::new();
     for (field, value) in [(REPORT_FIELD, &[0xffu8, 0xff, 0xff][..]), ("x", b"y")] {
-        let _: String = redis::cmd("XADD")
+        let id: String = redis::cmd("XADD")
             .arg(&key)
             .arg("*")
             .arg(field)
@@ -491,6 +493,7 @@ async fn undecodable_entries_are_acknowledged_and_skipped() {
             .query_async(&mut con)
             .await
             .expect("XADD");
+        ids.push(id);
     }
     append(&mut con, &stored("ok", 1, &t, 1, Level::Empty)).await;
 
@@ -509,7 +512,93 @@ async fn undecodable_entries_are_acknowledged_and_skipped() {
         estimate_of(&mut con, &t).await.map(|e| e.level),
         Some(Level::Empty.number())
     );
+    let dead = dead_letters(&mut con, k).await;
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    assert_eq!(dead[0].0, ids[0]);
+    assert!(dead[0].1.starts_with("undecodable: "), "{dead:?}");
+    assert_eq!(dead[0].2, vec![0xff, 0xff, 0xff], "the payload is kept");
+    assert_eq!(dead[1].0, ids[1]);
+    assert!(dead[1].1.starts_with("missing: "), "{dead:?}");
     aggregator.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test]
+async fn an_entry_redelivered_too_often_is_set_aside_instead_of_retried_forever() {
+    let redis = RedisServer::start();
+    let mut con = connect(&redis).await;
+    let t = trip("AGG-TIRED");
+    let k = layout().partition_of(&t);
+    let key = layout().reports(k);
+    append(&mut con, &stored("tired", 1, &t, 1, Level::Full)).await;
+    // Deliver it six times to the partition's consumer without committing,
+    // as six owners that each failed before their commit would have.
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&key)
+        .arg(GROUP)
+        .arg("0")
+        .query_async(&mut con)
+        .await
+        .expect("XGROUP CREATE");
+    for from in [">", "0", "0", "0", "0", "0"] {
+        let _: redis::Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(GROUP)
+            .arg(crowd_proto::layout::CONSUMER)
+            .arg("STREAMS")
+            .arg(&key)
+            .arg(from)
+            .query_async(&mut con)
+            .await
+            .expect("XREADGROUP");
+    }
+    append(&mut con, &stored("fresh", 2, &t, 1, Level::Empty)).await;
+
+    let aggregator = spawn(config(&redis, &["--max-deliveries", "5"]));
+    wait_for_state(&mut con, &t, Duration::from_secs(5), |s| {
+        s.reports_counted == 1
+    })
+    .await;
+    eventually("no pending entry", Duration::from_secs(2), || {
+        let mut con = con.clone();
+        let t = t.clone();
+        async move { pending(&mut con, &t).await == 0 }
+    })
+    .await;
+    let dead = dead_letters(&mut con, k).await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(
+        dead[0].1.starts_with("redelivered: delivered 7 times"),
+        "{dead:?}"
+    );
+    assert_eq!(
+        estimate_of(&mut con, &t).await.map(|e| e.level),
+        Some(Level::Empty.number()),
+        "only the fresh report counts"
+    );
+    aggregator.shutdown().await.expect("clean shutdown");
+}
+
+/// (original entry id, reason, payload) of partition `k`'s dead letters.
+async fn dead_letters(con: &mut MultiplexedConnection, k: u16) -> Vec<(String, String, Vec<u8>)> {
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(layout().dead(k))
+        .arg("-")
+        .arg("+")
+        .query_async(con)
+        .await
+        .expect("XRANGE dead");
+    reply
+        .ids
+        .iter()
+        .map(|e| {
+            (
+                e.get("id").expect("id"),
+                e.get("reason").expect("reason"),
+                e.get("r").expect("r"),
+            )
+        })
+        .collect()
 }
 
 #[tokio::test]
