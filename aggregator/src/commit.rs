@@ -16,12 +16,13 @@ const SWEEP_LIMIT: usize = 500;
 /// Approximate length cap of each partition's dead-letter stream.
 const DEAD_MAXLEN: u64 = 10_000;
 
-/// KEYS: lease, reports, updates, trains, geo, dead, then (state, estimate)
-/// per train.
+/// KEYS: lease, reports, updates, trains, geo, dead, abused, then (state,
+/// estimate, abuse) per train.
 /// ARGV: token, ttl ms, updates maxlen, group, now ms, train count, estimate
-/// field, dead-letter count, dead maxlen, then 7 per train (state, estimate,
-/// has-estimate, member, has-position, lon, lat), then 3 per dead letter
-/// (entry id, payload, reason), then the entry ids to acknowledge.
+/// field, dead-letter count, dead maxlen, then per train 8 + 2m (state,
+/// estimate, has-estimate, member, has-position, lon, lat, m, then m pairs of
+/// flag reason and count), then 3 per dead letter (entry id, payload,
+/// reason), then the entry ids to acknowledge.
 const COMMIT: &str = r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return redis.error_reply('FENCED lease lost')
@@ -31,7 +32,7 @@ local n, field = tonumber(ARGV[6]), ARGV[7]
 local dead, dead_maxlen = tonumber(ARGV[8]), ARGV[9]
 local a = 10
 for i = 1, n do
-  local state_key, est_key = KEYS[5 + 2 * i], KEYS[6 + 2 * i]
+  local state_key, est_key, abuse_key = KEYS[5 + 3 * i], KEYS[6 + 3 * i], KEYS[7 + 3 * i]
   redis.call('SET', state_key, ARGV[a], 'PX', ttl)
   if ARGV[a + 2] == '1' then
     redis.call('SET', est_key, ARGV[a + 1], 'PX', ttl)
@@ -46,7 +47,15 @@ for i = 1, n do
     redis.call('DEL', est_key)
     redis.call('ZREM', KEYS[5], ARGV[a + 3])
   end
-  a = a + 7
+  local flags = tonumber(ARGV[a + 7])
+  for f = 1, flags do
+    redis.call('HINCRBY', abuse_key, ARGV[a + 6 + 2 * f], ARGV[a + 7 + 2 * f])
+  end
+  if flags > 0 then
+    redis.call('PEXPIRE', abuse_key, ttl)
+    redis.call('ZADD', KEYS[7], now, ARGV[a + 3])
+  end
+  a = a + 8 + 2 * flags
 end
 for i = 1, dead do
   redis.call('XADD', KEYS[6], 'MAXLEN', '~', dead_maxlen, '*',
@@ -66,7 +75,7 @@ if #ids > 0 then redis.call('XACK', KEYS[2], group, unpack(ids)) end
 return n
 ";
 
-/// KEYS: lease, trains, geo, then (state, estimate) per member.
+/// KEYS: lease, trains, geo, abused, then (state, estimate, abuse) per member.
 /// ARGV: token, cutoff ms, then the members.
 const SWEEP: &str = r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
@@ -78,10 +87,11 @@ for i = 3, #ARGV do
   local m = ARGV[i]
   local score = redis.call('ZSCORE', KEYS[2], m)
   if score and tonumber(score) <= cutoff then
-    local j = 2 + 2 * (i - 2)
-    redis.call('DEL', KEYS[j], KEYS[j + 1])
+    local j = 5 + 3 * (i - 3)
+    redis.call('DEL', KEYS[j], KEYS[j + 1], KEYS[j + 2])
     redis.call('ZREM', KEYS[2], m)
     redis.call('ZREM', KEYS[3], m)
+    redis.call('ZREM', KEYS[4], m)
     removed = removed + 1
   end
 end
@@ -99,6 +109,8 @@ pub(crate) struct TrainWrite {
     /// (longitude, latitude) for the geo index, already checked to be
     /// indexable; `None` takes the train out of the index (no fresh position).
     pub(crate) position: Option<(f64, f64)>,
+    /// Reports of this batch flagged as suspicious, by reason.
+    pub(crate) flags: Vec<(&'static str, u64)>,
 }
 
 /// Why a fenced write did not happen.
@@ -162,7 +174,8 @@ impl Writer {
             .key(l.updates(k))
             .key(l.trains(k))
             .key(l.geo(k))
-            .key(l.dead(k));
+            .key(l.dead(k))
+            .key(l.abused(k));
         inv.arg(token)
             .arg(self.idle_ms)
             .arg(self.updates_maxlen)
@@ -173,7 +186,9 @@ impl Writer {
             .arg(dead.len())
             .arg(DEAD_MAXLEN);
         for t in trains {
-            inv.key(l.state(k, &t.trip)).key(l.estimate(k, &t.trip));
+            inv.key(l.state(k, &t.trip))
+                .key(l.estimate(k, &t.trip))
+                .key(l.abuse(k, &t.trip));
             let (lon, lat) = t.position.unwrap_or_default();
             inv.arg(t.state.as_slice())
                 .arg(t.estimate.as_deref().unwrap_or_default())
@@ -181,7 +196,11 @@ impl Writer {
                 .arg(t.trip.canonical())
                 .arg(if t.position.is_some() { "1" } else { "0" })
                 .arg(lon)
-                .arg(lat);
+                .arg(lat)
+                .arg(t.flags.len());
+            for (reason, count) in &t.flags {
+                inv.arg(*reason).arg(*count);
+            }
         }
         for d in dead {
             inv.arg(&d.id).arg(d.payload.as_slice()).arg(&d.reason);
@@ -220,11 +239,15 @@ impl Writer {
             return Ok(Vec::new());
         }
         let mut inv = self.sweep.prepare_invoke();
-        inv.key(l.lease(k)).key(l.trains(k)).key(l.geo(k));
+        inv.key(l.lease(k))
+            .key(l.trains(k))
+            .key(l.geo(k))
+            .key(l.abused(k));
         inv.arg(token).arg(cutoff_ms);
         for (member, trip) in &expired {
             inv.key(l.state(k, trip))
                 .key(l.estimate(k, trip))
+                .key(l.abuse(k, trip))
                 .arg(member);
         }
         let _: i64 = inv.invoke_async(con).await.map_err(classify)?;

@@ -4,7 +4,7 @@
 //! Memory only ever holds what is committed (plus the batch in hand), so it
 //! can be dropped at any time and rebuilt from Redis.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crowd_proto::domain::TripKey;
 use crowd_proto::pb::store::TrainState;
@@ -39,6 +39,9 @@ pub(crate) struct Train {
     pub(crate) touched_ms: i64,
     /// Whether an estimate of it is published now (refreshes keep it current).
     pub(crate) published: bool,
+    /// Reports of the batch in hand flagged as suspicious, by reason: written
+    /// with the batch's commit (so they count once), then cleared.
+    pub(crate) flags: BTreeMap<&'static str, u64>,
 }
 
 impl Partition {

@@ -28,7 +28,7 @@ use crate::estimator::{self, Applied, Params};
 use crate::lease::Leases;
 use crate::membership::Membership;
 use crate::partition::{Partition, Phase, Train};
-use crate::plausibility;
+use crate::plausibility::{self, Flag};
 use crate::reputation::{Reputation, judge};
 use crate::reputation_store::ReputationStore;
 use crate::stream::{self, Entry, From};
@@ -329,19 +329,35 @@ impl Worker {
                 .set(now.saturating_sub(newest) as f64 / 1000.0);
         }
 
-        self.load_states(k, reports.iter().map(trip_of).collect())
-            .await?;
+        // Each report's canonical train key is built once and keys every
+        // lookup below; trip keys and state loads are per train.
+        let keys: Vec<String> = reports.iter().map(canonical_of).collect();
+        let mut trips: HashMap<&str, &StoredReport> = HashMap::new();
+        for (key, r) in keys.iter().zip(&reports) {
+            trips.entry(key.as_str()).or_insert(r);
+        }
+        let trips: Vec<(String, TripKey)> = trips
+            .into_iter()
+            .map(|(key, r)| (key.to_owned(), trip_of(r)))
+            .collect();
+        self.load_states(k, &trips).await?;
         if self.config.reputation {
-            self.load_reputation(k, &reports).await;
+            self.load_reputation(k, &trips, &reports).await;
         }
 
         let Some(partition) = self.owned.get_mut(&k) else {
             return Ok((BTreeSet::new(), Vec::new()));
         };
         let mut touched = BTreeSet::new();
-        for r in &reports {
-            let key = trip_of(r).canonical();
-            let Some(train) = partition.trains.get_mut(&key) else {
+        // Counters are added up per batch: a metrics call per report costs
+        // a registry lookup each.
+        let mut counted = 0u64;
+        let mut duplicates = 0u64;
+        let mut rejected = 0u64;
+        let mut far = 0u64;
+        let mut late = 0u64;
+        for (key, r) in keys.iter().zip(&reports) {
+            let Some(train) = partition.trains.get_mut(key) else {
                 continue;
             };
             let verdict = if self.config.reputation {
@@ -353,25 +369,41 @@ impl Worker {
                 plausibility::assess(r, &train.state.recent_fixes, self.params.half_life_ms);
             match estimator::apply(&mut train.state, r, &self.params) {
                 Applied::Counted => {
-                    metrics::counter!(telemetry::REPORTS_APPLIED).increment(1);
+                    counted += 1;
                     for flag in assessment.flags() {
-                        metrics::counter!(telemetry::FLAGGED_REPORTS, "reason" => flag.label())
-                            .increment(1);
+                        *train.flags.entry(flag.label()).or_default() += 1;
+                        match flag {
+                            Flag::FarFromTrain => far += 1,
+                            Flag::LateArrival => late += 1,
+                        }
                     }
                     if let Some(v) = verdict {
                         let delta = self.reputation.record(r.device, v);
                         *self.reputation_changes.entry(r.device).or_default() += delta;
                     }
-                    touched.insert(key);
+                    if !touched.contains(key) {
+                        touched.insert(key.clone());
+                    }
                 }
-                Applied::Duplicate => {
-                    metrics::counter!(telemetry::DUPLICATES).increment(1);
-                }
+                Applied::Duplicate => duplicates += 1,
                 Applied::Rejected => {
                     tracing::warn!(report = %r.report_id, level = r.level, "report without a valid level; skipped");
-                    metrics::counter!(telemetry::UNDECODABLE).increment(1);
+                    rejected += 1;
                 }
             }
+        }
+        metrics::counter!(telemetry::REPORTS_APPLIED).increment(counted);
+        for (flag, n) in [(Flag::FarFromTrain, far), (Flag::LateArrival, late)] {
+            if n > 0 {
+                metrics::counter!(telemetry::FLAGGED_REPORTS, "reason" => flag.label())
+                    .increment(n);
+            }
+        }
+        if duplicates > 0 {
+            metrics::counter!(telemetry::DUPLICATES).increment(duplicates);
+        }
+        if rejected > 0 {
+            metrics::counter!(telemetry::UNDECODABLE).increment(rejected);
         }
         Ok((touched, dead))
     }
@@ -379,13 +411,17 @@ impl Worker {
     /// Reads the scores of the devices that judging and estimating these
     /// reports' trains will weigh. Soft state: on failure, unknown devices
     /// weigh 1 for now and are read again next time.
-    async fn load_reputation(&mut self, k: u16, reports: &[StoredReport]) {
+    async fn load_reputation(
+        &mut self,
+        k: u16,
+        trips: &[(String, TripKey)],
+        reports: &[StoredReport],
+    ) {
         let Some(partition) = self.owned.get(&k) else {
             return;
         };
-        let trains: BTreeSet<String> = reports.iter().map(|r| trip_of(r).canonical()).collect();
         let mut devices: Vec<u64> = reports.iter().map(|r| r.device).collect();
-        for key in &trains {
+        for (key, _) in trips {
             if let Some(train) = partition.trains.get(key) {
                 devices.extend(train.state.observations.iter().map(|o| o.device));
             }
@@ -413,16 +449,17 @@ impl Worker {
     }
 
     /// Reads the committed state of trains not yet in memory (one MGET).
-    async fn load_states(&mut self, k: u16, trips: Vec<TripKey>) -> redis::RedisResult<()> {
+    /// `trips` are distinct, by canonical key.
+    async fn load_states(&mut self, k: u16, trips: &[(String, TripKey)]) -> redis::RedisResult<()> {
         let Some(partition) = self.owned.get(&k) else {
             return Ok(());
         };
         let mut missing: Vec<TripKey> = trips
-            .into_iter()
-            .filter(|t| !partition.trains.contains_key(&t.canonical()))
+            .iter()
+            .filter(|(key, _)| !partition.trains.contains_key(key))
+            .map(|(_, trip)| trip.clone())
             .collect();
         missing.sort();
-        missing.dedup();
         if missing.is_empty() {
             return Ok(());
         }
@@ -450,6 +487,7 @@ impl Worker {
                     state,
                     touched_ms: 0,
                     published: false,
+                    flags: BTreeMap::new(),
                 },
             );
         }
@@ -488,6 +526,7 @@ impl Worker {
                 state: train.state.encode_to_vec(),
                 estimate: estimate.as_ref().map(encode_estimate),
                 position,
+                flags: std::mem::take(&mut train.flags).into_iter().collect(),
             });
         }
         let token = partition.token.clone();
@@ -748,6 +787,31 @@ fn trip_of(r: &StoredReport) -> TripKey {
     }
 }
 
+/// The report's train as [`TripKey::canonical`] spells it, built in one
+/// allocation (it keys every per-report lookup of a batch).
+fn canonical_of(r: &StoredReport) -> String {
+    let mut key = String::with_capacity(r.start_date.len() + 1 + r.trip_id.len());
+    key.push_str(&r.start_date);
+    key.push(':');
+    key.push_str(&r.trip_id);
+    key
+}
+
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reports_key_is_its_trips_canonical_key() {
+        let r = StoredReport {
+            trip_id: "RER:B:1234".into(),
+            start_date: "20261126".into(),
+            ..StoredReport::default()
+        };
+        assert_eq!(canonical_of(&r), trip_of(&r).canonical());
+    }
 }

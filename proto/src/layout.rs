@@ -11,6 +11,8 @@
 //! | `crowd:{k}:state:<trip>` | string | aggregator | [`TrainState`](crate::pb::store::TrainState) |
 //! | `crowd:{k}:est:<trip>` | string | aggregator | published `OccupancyEstimate` |
 //! | `crowd:{k}:updates` | stream | aggregator | estimate changes (field `e`), tailed by Watch |
+//! | `crowd:{k}:abuse:<trip>` | hash | aggregator | flagged reports of the train by reason (`far_from_train`, …) |
+//! | `crowd:{k}:abused` | zset | aggregator | flagged trains by when they were last flagged (ms) |
 //! | `crowd:{k}:dead` | stream | aggregator | entries that cannot be counted (fields `id`, `r`, `reason`) |
 //! | `crowd:{k}:trains` | zset | aggregator | active trains by last update (ms) |
 //! | `crowd:{k}:geo` | geo set | aggregator | last known position of each active train |
@@ -18,6 +20,8 @@
 //! | `crowd:{k}:fence` | counter | aggregator | source of monotonically rising lease tokens |
 //! | `crowd:reputation` | hash | aggregator | device trust scores (field: device hash, hex) |
 //! | `crowd:aggregators` | zset | aggregator | live aggregators (member: instance id, score: expiry ms) |
+//! | `crowd:audience:servers` | zset | server | servers sharing their viewer counts, by last exchange (ms) |
+//! | `crowd:audience:<server>` | string | server | one server's viewers per train and per route (JSON), expiring unless refreshed |
 //! | `crowd:contrib:<device>` | counter | server | a device's accepted reports (device hash, hex), expires [`CONTRIBUTIONS_TTL_SECS`] after its last report |
 //!
 //! The geo index is per partition (not one global key) so the aggregator can
@@ -48,6 +52,15 @@ pub const DEFAULT_PARTITIONS: u16 = 16;
 /// enough for riders who commute a few days a week, short enough that the
 /// counters of abandoned installs go away.
 pub const CONTRIBUTIONS_TTL_SECS: u64 = 30 * 24 * 3600;
+
+/// Sorted set of the servers sharing viewer counts (member: server id,
+/// score: time of its last exchange in ms).
+pub const AUDIENCE_SERVERS: &str = "crowd:audience:servers";
+
+/// Key of one server's viewer counts (`server`: its random id, hex).
+pub fn audience(server: &str) -> String {
+    format!("crowd:audience:{server}")
+}
 
 /// Key of a device's running count of accepted reports, by its keyed hash
 /// (the same 16 hex digits as the reputation field). Not tagged: one small
@@ -93,6 +106,14 @@ impl Layout {
     }
     pub fn updates(&self, k: u16) -> String {
         format!("crowd:{{{k}}}:updates")
+    }
+    /// Counts of a train's flagged reports, by reason.
+    pub fn abuse(&self, k: u16, trip: &TripKey) -> String {
+        format!("crowd:{{{k}}}:abuse:{}", trip.canonical())
+    }
+    /// Trains of partition `k` with flagged reports, by last flag time (ms).
+    pub fn abused(&self, k: u16) -> String {
+        format!("crowd:{{{k}}}:abused")
     }
     /// Dead letters of partition `k`: reports set aside instead of counted.
     pub fn dead(&self, k: u16) -> String {
@@ -151,6 +172,8 @@ mod tests {
             l.reports(k),
             l.updates(k),
             l.dead(k),
+            l.abused(k),
+            l.abuse(k, &t),
             l.trains(k),
             l.geo(k),
             l.lease(k),

@@ -1,11 +1,17 @@
-//! The devices the aggregators distrust: the lowest scores of the shared
-//! reputation hash (`crowd:reputation`, see [`crowd_proto::layout::REPUTATION`]),
-//! for the operators' abuse view.
+//! What the aggregators flagged, for the operators' abuse view: the devices
+//! they distrust (the lowest scores of the shared reputation hash
+//! `crowd:reputation`, see [`crowd_proto::layout::REPUTATION`]) and the
+//! trains whose reports they found suspicious (`crowd:{k}:abused` and
+//! `crowd:{k}:abuse:<trip>`).
 //!
-//! The hash may hold millions of devices, so it is read with HSCAN up to a
-//! budget of fields per call, and the answer says whether it saw them all.
+//! The reputation hash may hold millions of devices, so it is read with
+//! HSCAN up to a budget of fields per call, and the answer says whether it
+//! saw them all.
 
-use crowd_proto::layout::REPUTATION;
+use std::collections::HashMap;
+
+use crowd_proto::domain::TripKey;
+use crowd_proto::layout::{Layout, REPUTATION};
 
 use crate::error::StoreError;
 use crate::store::Store;
@@ -64,6 +70,71 @@ pub async fn lowest(
         cursor = next;
     }
     Ok(found)
+}
+
+/// A train with flagged reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlaggedTrain {
+    pub trip: TripKey,
+    /// Flagged reports by reason, most frequent first.
+    pub flags: Vec<(String, u64)>,
+    /// When a report of it was last flagged (ms).
+    pub last_flagged_ms: i64,
+}
+
+/// The `limit` most recently flagged trains of every partition, newest
+/// first (two pipelined round trips whatever the number of partitions).
+pub async fn recent_trains(
+    store: &Store,
+    layout: &Layout,
+    limit: usize,
+) -> Result<Vec<FlaggedTrain>, StoreError> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for k in layout.all() {
+        pipe.cmd("ZREVRANGE")
+            .arg(layout.abused(k))
+            .arg(0)
+            .arg(limit - 1)
+            .arg("WITHSCORES");
+    }
+    let replies: Vec<Vec<(String, f64)>> = store.pipeline("ZREVRANGE", &pipe).await?;
+    let mut recent: Vec<(u16, TripKey, i64)> = layout
+        .all()
+        .zip(replies)
+        .flat_map(|(k, members)| {
+            members.into_iter().filter_map(move |(member, at)| {
+                Some((k, TripKey::from_canonical(&member)?, at as i64))
+            })
+        })
+        .collect();
+    recent.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.1.cmp(&b.1)));
+    recent.truncate(limit);
+    if recent.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for (k, trip, _) in &recent {
+        pipe.cmd("HGETALL").arg(layout.abuse(*k, trip));
+    }
+    let counts: Vec<HashMap<String, u64>> = store.pipeline("HGETALL", &pipe).await?;
+    Ok(recent
+        .into_iter()
+        .zip(counts)
+        // An empty hash: the train expired since it was flagged.
+        .filter(|(_, counts)| !counts.is_empty())
+        .map(|((_, trip, at), counts)| {
+            let mut flags: Vec<(String, u64)> = counts.into_iter().collect();
+            flags.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            FlaggedTrain {
+                trip,
+                flags,
+                last_flagged_ms: at,
+            }
+        })
+        .collect())
 }
 
 /// Sorts by score (then device) and keeps the first `limit`.

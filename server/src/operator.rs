@@ -16,12 +16,14 @@ use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
+use crowd_proto::codec::timestamp_from_ms;
 use crowd_proto::pb::v1::list_trains_in_area_request::Area;
 use crowd_proto::pb::v1::operator_service_server::{OperatorService, OperatorServiceServer};
 use crowd_proto::pb::v1::{
-    BoundingBox, FlaggedDevice, GetAbuseStatsRequest, GetAbuseStatsResponse,
-    GetRouteSummaryRequest, GetRouteSummaryResponse, ListTrainsInAreaRequest,
-    ListTrainsInAreaResponse, OccupancyEstimate, RejectCount, TrainOnRoute,
+    BoundingBox, FlagCount, FlaggedDevice, FlaggedTrain, GetAbuseStatsRequest,
+    GetAbuseStatsResponse, GetRouteSummaryRequest, GetRouteSummaryResponse,
+    ListTrainsInAreaRequest, ListTrainsInAreaResponse, OccupancyEstimate, RejectCount,
+    TrainOnRoute, TripRef,
 };
 
 use crate::auth::OperatorKeys;
@@ -39,6 +41,8 @@ pub const MAX_AREA_LIMIT: u32 = 5000;
 pub const MAX_POLYGON_POINTS: usize = 1000;
 /// Distrusted devices GetAbuseStats lists.
 pub const FLAGGED_DEVICES: usize = 20;
+/// Flagged trains listed by `GetAbuseStats`, most recently flagged first.
+pub const FLAGGED_TRAINS: usize = 20;
 /// Devices of the reputation hash GetAbuseStats examines at most.
 pub const REPUTATION_BUDGET: u64 = 100_000;
 
@@ -366,6 +370,12 @@ impl OperatorService for Operator {
         let flagged =
             crate::flagged::lowest(&self.estimates.store, FLAGGED_DEVICES, REPUTATION_BUDGET)
                 .await?;
+        let trains = crate::flagged::recent_trains(
+            &self.estimates.store,
+            &self.estimates.layout,
+            FLAGGED_TRAINS,
+        )
+        .await?;
         Ok(Response::new(GetAbuseStatsResponse {
             rejects: self
                 .rejects
@@ -391,6 +401,22 @@ impl OperatorService for Operator {
                 .collect(),
             reputation_scanned: flagged.scanned,
             reputation_complete: flagged.complete,
+            flagged_trains: trains
+                .into_iter()
+                .map(|t| FlaggedTrain {
+                    trip: Some(TripRef {
+                        trip_id: t.trip.trip_id,
+                        start_date: t.trip.start_date,
+                        route_id: String::new(),
+                    }),
+                    flags: t
+                        .flags
+                        .into_iter()
+                        .map(|(reason, count)| FlagCount { reason, count })
+                        .collect(),
+                    last_flagged_at: Some(timestamp_from_ms(t.last_flagged_ms)),
+                })
+                .collect(),
         }))
     }
 }

@@ -391,3 +391,71 @@ async fn without_strict_mode_unknown_trips_are_accepted() {
     assert_eq!(ack.status, AckStatus::Accepted as i32, "{}", ack.reason);
     stack.shutdown().await.expect("clean shutdown");
 }
+
+#[tokio::test]
+async fn trains_with_suspicious_reports_are_listed_in_the_abuse_stats() {
+    let stack = start().await;
+    let mut reports = reports_client(&stack).await;
+    let trip = "B-0-0700";
+    // Two riders agree the train is at Gare du Nord...
+    for i in 0..2 {
+        let r = at(
+            report(
+                &format!("sus-{i}"),
+                &format!("sus-dev-{i}"),
+                trip,
+                1,
+                CrowdingLevel::Full,
+            ),
+            GDN.0,
+            GDN.1,
+        );
+        let ack = reports.submit_report(r).await.unwrap().into_inner();
+        assert_eq!(ack.status, AckStatus::Accepted as i32, "{}", ack.reason);
+    }
+    // ...a third says it is 20 km away, and a fourth sends a report it
+    // observed five minutes ago.
+    let far = at(
+        report("sus-far", "sus-dev-far", trip, 1, CrowdingLevel::Empty),
+        SRC.0,
+        SRC.1,
+    );
+    let mut late = report("sus-late", "sus-dev-late", trip, 1, CrowdingLevel::Empty);
+    let then = chrono::Utc::now() - chrono::Duration::minutes(5);
+    late.observed_at = Some(prost_types::Timestamp {
+        seconds: then.timestamp(),
+        nanos: 0,
+    });
+    for r in [far, late] {
+        let ack = reports.submit_report(r).await.unwrap().into_inner();
+        assert_eq!(ack.status, AckStatus::Accepted as i32, "{}", ack.reason);
+    }
+
+    let mut client = operator(&stack).await;
+    let auth = bearer();
+    let flagged = eventually(Duration::from_secs(10), || {
+        let mut client = client.clone();
+        let auth = auth.clone();
+        async move {
+            let stats = client
+                .get_abuse_stats(with_auth(GetAbuseStatsRequest {}, Some(&auth)))
+                .await
+                .ok()?
+                .into_inner();
+            let train = stats.flagged_trains.into_iter().next()?;
+            (train.flags.len() == 2).then_some(train)
+        }
+    })
+    .await
+    .expect("the train is flagged for both reasons");
+    assert_eq!(flagged.trip.as_ref().unwrap().trip_id, trip);
+    let mut flags: Vec<(&str, u64)> = flagged
+        .flags
+        .iter()
+        .map(|f| (f.reason.as_str(), f.count))
+        .collect();
+    flags.sort();
+    assert_eq!(flags, [("far_from_train", 1), ("late_arrival", 1)]);
+    assert!(flagged.last_flagged_at.is_some());
+    stack.shutdown().await.expect("clean shutdown");
+}
