@@ -28,7 +28,7 @@ use crate::estimator::{self, Applied, Params};
 use crate::lease::Leases;
 use crate::membership::Membership;
 use crate::partition::{Partition, Phase, Train};
-use crate::plausibility::{self, Flag};
+use crate::plausibility;
 use crate::reputation::{Reputation, judge};
 use crate::reputation_store::ReputationStore;
 use crate::stream::{self, Entry, From};
@@ -354,8 +354,7 @@ impl Worker {
         let mut counted = 0u64;
         let mut duplicates = 0u64;
         let mut rejected = 0u64;
-        let mut far = 0u64;
-        let mut late = 0u64;
+        let mut flagged: BTreeMap<&'static str, u64> = BTreeMap::new();
         for (key, r) in keys.iter().zip(&reports) {
             let Some(train) = partition.trains.get_mut(key) else {
                 continue;
@@ -372,10 +371,7 @@ impl Worker {
                     counted += 1;
                     for flag in assessment.flags() {
                         *train.flags.entry(flag.label()).or_default() += 1;
-                        match flag {
-                            Flag::FarFromTrain => far += 1,
-                            Flag::LateArrival => late += 1,
-                        }
+                        *flagged.entry(flag.label()).or_default() += 1;
                     }
                     if let Some(v) = verdict {
                         let delta = self.reputation.record(r.device, v);
@@ -393,11 +389,8 @@ impl Worker {
             }
         }
         metrics::counter!(telemetry::REPORTS_APPLIED).increment(counted);
-        for (flag, n) in [(Flag::FarFromTrain, far), (Flag::LateArrival, late)] {
-            if n > 0 {
-                metrics::counter!(telemetry::FLAGGED_REPORTS, "reason" => flag.label())
-                    .increment(n);
-            }
+        for (reason, n) in flagged {
+            metrics::counter!(telemetry::FLAGGED_REPORTS, "reason" => reason).increment(n);
         }
         if duplicates > 0 {
             metrics::counter!(telemetry::DUPLICATES).increment(duplicates);

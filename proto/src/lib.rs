@@ -9,6 +9,7 @@
 //! - [`codec`]: encoding of stream entries and published estimates.
 //! - [`metrics`]: the process-wide Prometheus registry behind `/metrics`.
 //! - [`connection`]: one Redis connection type for a single node or a cluster.
+//! - [`shutdown`]: the signals that stop a process.
 
 pub mod codec;
 pub mod connection;
@@ -16,6 +17,7 @@ pub mod domain;
 pub mod layout;
 pub mod level;
 pub mod metrics;
+pub mod shutdown;
 pub mod validate;
 
 /// Generated protobuf code.
