@@ -62,6 +62,15 @@ pub const NEWCOMER_FLOOR: f64 = 3.0;
 /// agreeing one.
 pub const NEWCOMER_SHARE: f64 = 0.5;
 
+/// Default half-life of a report's weight: the load of a train changes at
+/// every stop, one to three minutes apart, so a report is about half as
+/// telling after a minute and a half (a 3-minute half-life let reports from
+/// two stops back decide: −5 points of exact level on the simulator).
+pub const DEFAULT_HALF_LIFE_MS: i64 = 90_000;
+/// Default window: after ten half-lives a report weighs a thousandth; it
+/// still lets a train nobody reported on lately keep an estimate.
+pub const DEFAULT_WINDOW_MS: i64 = 900_000;
+
 /// Tunables of the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Params {
@@ -81,8 +90,8 @@ pub struct Params {
 impl Default for Params {
     fn default() -> Self {
         Params {
-            half_life_ms: 180_000,
-            window_ms: 900_000,
+            half_life_ms: DEFAULT_HALF_LIFE_MS,
+            window_ms: DEFAULT_WINDOW_MS,
             max_observations: 256,
             max_recent_ids: 512,
             max_future_ms: 120_000,
@@ -136,6 +145,23 @@ pub enum Applied {
 
 /// Folds one report into a train's state.
 pub fn apply(state: &mut TrainState, report: &StoredReport, params: &Params) -> Applied {
+    apply_with_factor(state, report, params, 1.0)
+}
+
+/// [`apply`], with the report keeping only `factor` (0..=1) of its weight
+/// on top of what [`plausibility::assess`] finds: for signals judged
+/// outside the train's state, e.g. [`plausibility::devices`].
+pub fn apply_with_factor(
+    state: &mut TrainState,
+    report: &StoredReport,
+    params: &Params,
+    factor: f64,
+) -> Applied {
+    let factor = if factor.is_finite() {
+        factor.clamp(0.0, 1.0)
+    } else {
+        1.0
+    };
     let fingerprint = report_fingerprint(report.device, &report.report_id);
     if state.recent_report_ids.contains(&fingerprint) {
         return Applied::Duplicate;
@@ -160,7 +186,7 @@ pub fn apply(state: &mut TrainState, report: &StoredReport, params: &Params) -> 
     }
 
     let assessment = plausibility::assess(report, &state.recent_fixes, params.half_life_ms);
-    upsert_observation(state, report, 1.0 - assessment.factor, params);
+    upsert_observation(state, report, 1.0 - assessment.factor * factor, params);
     if !assessment.far {
         plausibility::remember_fix(&mut state.recent_fixes, report);
         remember_position(state, report);
@@ -175,6 +201,10 @@ pub fn prune(state: &mut TrainState, now_ms: i64, params: &Params) {
 }
 
 /// The estimate of a train at `now_ms`, or `None` when no report counts.
+// The estimate leaves the fields the worker fills to their defaults, so a
+// new such field needs no change here (the update is empty until one is
+// added).
+#[allow(clippy::needless_update)]
 pub fn estimate(
     state: &TrainState,
     now_ms: i64,
@@ -192,7 +222,12 @@ pub fn estimate(
     // Newcomers are capped against the established riders of the whole
     // train, so that a swarm spread over the cars is capped everywhere.
     let scale = newcomer_scale(&per_device);
-    let train = summarize(per_device.into_iter(), Some(scale))?;
+    let burst_scale = burst::scale(per_device.iter().map(|v| (v.weight, v.in_burst)));
+    let burst_factor = |v: &Vote<'_>| if v.in_burst { burst_scale } else { 1.0 };
+    let riders = summarize(
+        per_device.iter().map(|v| (*v, burst_factor(v))),
+        Some(scale),
+    )?;
 
     let mut per_car: BTreeMap<u32, Vec<&Vote<'_>>> = BTreeMap::new();
     for vote in votes.iter().filter(|v| v.obs.carriage_sequence > 0) {
@@ -201,18 +236,29 @@ pub fn estimate(
             .or_default()
             .push(vote);
     }
-    let cars = per_car
+    let car_summaries: Vec<(u32, Summary)> = per_car
         .into_iter()
         .filter_map(|(car, votes)| {
-            let s = summarize(votes.into_iter(), Some(scale))?;
-            Some(CarEstimate {
-                carriage_sequence: car,
-                level: s.level.number(),
-                occupancy_percentage: s.percentage,
-                confidence: s.confidence,
-                reporters: s.reporters,
-                newest_report_at: Some(timestamp_from_ms(s.newest_ms)),
-            })
+            let s = summarize(votes.into_iter().map(|v| (v, burst_factor(v))), Some(scale))?;
+            Some((car, s))
+        })
+        .collect();
+    let train = summarize(
+        per_device.iter().map(|v| {
+            let car = car_factor(v.obs.carriage_sequence, &riders, &car_summaries);
+            (*v, car * burst_factor(v))
+        }),
+        Some(scale),
+    )?;
+    let cars = car_summaries
+        .into_iter()
+        .map(|(car, s)| CarEstimate {
+            carriage_sequence: car,
+            level: s.level.number(),
+            occupancy_percentage: s.percentage,
+            confidence: s.confidence,
+            reporters: s.reporters,
+            newest_report_at: Some(timestamp_from_ms(s.newest_ms)),
         })
         .collect();
 
@@ -241,6 +287,9 @@ pub fn estimate(
         position,
         newest_report_at: Some(timestamp_from_ms(train.newest_ms)),
         source: EstimateSource::Crowd as i32,
+        // Anything else (e.g. the comparison with the route's usual
+        // occupancy) is not the estimator's to know: the worker fills it.
+        ..OccupancyEstimate::default()
     })
 }
 
@@ -275,8 +324,11 @@ pub fn consensus(
         .filter_map(|o| Vote::new(o, now_ms, params, trust, &burst))
         .collect();
     let s = match car {
-        Some(_) => summarize(votes.iter(), None)?,
-        None => summarize(latest_per_device(&votes).into_iter(), None)?,
+        Some(_) => summarize(votes.iter().map(|v| (v, 1.0)), None)?,
+        None => summarize(
+            latest_per_device(&votes).into_iter().map(|v| (v, 1.0)),
+            None,
+        )?,
     };
     Some(Consensus {
         level: s.level,
@@ -406,6 +458,8 @@ struct Vote<'a> {
     weight: f64,
     /// The device has no standing yet: its weight is part of the capped share.
     newcomer: bool,
+    /// A newcomer that arrived with a burst of others ([`burst`]).
+    in_burst: bool,
 }
 
 impl<'a> Vote<'a> {
@@ -438,7 +492,8 @@ impl<'a> Vote<'a> {
         } else {
             1.0
         };
-        let plausible = if newcomer && burst.contains(&obs.device) {
+        let in_burst = newcomer && burst.contains(&obs.device);
+        let plausible = if in_burst {
             plausible * burst::WEIGHT
         } else {
             plausible
@@ -457,6 +512,7 @@ impl<'a> Vote<'a> {
             percentage: f64::from(percentage),
             weight,
             newcomer,
+            in_burst,
         })
     }
 }
@@ -483,10 +539,45 @@ fn newcomer_scale(votes: &[&Vote<'_>]) -> f64 {
     }
 }
 
+/// Bounds of the factor on a rider's train vote for the load of their car
+/// ([`car_factor`]): one rider's vote can gain or lose at most this much,
+/// so no single device can outvote three agreeing ones however uneven the
+/// train.
+pub const MAX_CAR_FACTOR: f64 = 1.5;
+/// Percentage below which a car counts as this empty for [`car_factor`].
+const MIN_CAR_PERCENTAGE: f64 = 10.0;
+
+/// The factor on a rider's vote for the train, for the car they ride in.
+///
+/// The train's load is the mean of its cars' loads (cars have the same
+/// capacity), but riders report from each car in proportion to how many
+/// ride in it: the plain median rider overstates a train whose front car is
+/// packed and whose rear cars are half empty. Weighing each rider by
+/// `train / car` (the car's load relative to the train's, both as the
+/// riders say) undoes that, within [`MAX_CAR_FACTOR`] either way.
+fn car_factor(car: u32, riders: &Summary, cars: &[(u32, Summary)]) -> f64 {
+    if car == 0 {
+        return 1.0;
+    }
+    let Ok(i) = cars.binary_search_by_key(&car, |(c, _)| *c) else {
+        return 1.0;
+    };
+    let car_pct = cars[i].1.pct.max(MIN_CAR_PERCENTAGE);
+    let train_pct = riders.pct.max(MIN_CAR_PERCENTAGE);
+    let f = train_pct / car_pct;
+    if f.is_finite() {
+        f.clamp(1.0 / MAX_CAR_FACTOR, MAX_CAR_FACTOR)
+    } else {
+        1.0
+    }
+}
+
 /// The combined view of a set of votes.
 struct Summary {
     level: Level,
     percentage: u32,
+    /// The percentage before rounding.
+    pct: f64,
     confidence: f32,
     reporters: u32,
     newest_ms: i64,
@@ -497,23 +588,27 @@ struct Summary {
 /// Newcomers' weights are multiplied by `scale`, or by the cap computed over
 /// these very votes when `None`.
 fn summarize<'v, 'a: 'v>(
-    votes: impl Iterator<Item = &'v Vote<'a>>,
+    votes: impl Iterator<Item = (&'v Vote<'a>, f64)>,
     scale: Option<f64>,
 ) -> Option<Summary> {
-    let votes: Vec<&Vote<'_>> = votes.collect();
-    let newcomer_scale = scale.unwrap_or_else(|| newcomer_scale(&votes));
+    let votes: Vec<(&Vote<'_>, f64)> = votes.collect();
+    let newcomer_scale = scale.unwrap_or_else(|| {
+        let plain: Vec<&Vote<'_>> = votes.iter().map(|(v, _)| *v).collect();
+        newcomer_scale(&plain)
+    });
     let mut by_level = [0.0f64; Level::ALL.len()];
     let mut pct_by_level = [0.0f64; Level::ALL.len()];
     let mut pct_squares = 0.0;
     let mut total = 0.0;
     let mut newest_ms = i64::MIN;
     let mut devices = Vec::new();
-    for v in votes {
-        let weight = if v.newcomer {
-            v.weight * newcomer_scale
-        } else {
-            v.weight
-        };
+    for (v, factor) in votes {
+        let weight = factor
+            * if v.newcomer {
+                v.weight * newcomer_scale
+            } else {
+                v.weight
+            };
         by_level[v.level as usize - 1] += weight;
         pct_by_level[v.level as usize - 1] += weight * v.percentage;
         pct_squares += weight * v.percentage * v.percentage;
@@ -562,6 +657,7 @@ fn summarize<'v, 'a: 'v>(
     Some(Summary {
         level,
         percentage: percentage.round() as u32,
+        pct: percentage,
         confidence: confidence.clamp(0.0, 1.0) as f32,
         reporters: u32::try_from(devices.len()).unwrap_or(u32::MAX),
         newest_ms,

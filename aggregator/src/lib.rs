@@ -26,6 +26,7 @@ pub mod reputation;
 
 mod admission;
 mod backoff;
+pub mod baseline;
 mod commit;
 mod exposition;
 mod lease;

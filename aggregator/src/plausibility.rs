@@ -16,8 +16,17 @@
 //!   of a sixth of a half-life (a phone in a tunnel), it loses half its
 //!   weight per half-life of delay, on top of the ordinary age decay.
 //!
+//! - **Jumps.** A device whose fix is farther from its own previous fix on
+//!   the same train than [`MAX_SPEED_MPS`] allows in the time between them
+//!   (beyond both fixes' accuracy) teleported: a spoofed or replayed
+//!   position. The report keeps [`JUMP_FACTOR`] of its weight.
+//!
 //! The reference window and the grace scale with the half-life, so a
 //! compressed simulation (shorter half-life) judges like service does.
+//!
+//! Signals that need more than one train's state (one device on many trains
+//! at once, jumps between trains) are in [`devices`]: a pure detector the
+//! worker feeds with every report it applies.
 
 use geo::{Distance, Haversine, Point};
 
@@ -35,6 +44,14 @@ pub const MIN_FACTOR: f64 = 0.02;
 pub const MAX_FIXES: usize = 16;
 /// Fixes (from other devices) needed before a position is judged.
 const MIN_REFERENCE_FIXES: usize = 2;
+/// Fastest a rider can move, in metres per second: 360 km/h, faster than
+/// any train the service covers; anything faster is a jump.
+pub const MAX_SPEED_MPS: f64 = 100.0;
+/// Distance any two fixes may differ by whatever the time between them
+/// (on top of their accuracies): GPS in stations and cuttings wanders.
+pub const JUMP_SLACK_M: f64 = 300.0;
+/// Share of its weight a report keeps when its device jumped to it.
+pub const JUMP_FACTOR: f64 = 0.1;
 
 /// Why a report lost weight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -43,6 +60,10 @@ pub enum Flag {
     FarFromTrain,
     /// It arrived long after it was observed.
     LateArrival,
+    /// Its device moved faster than any train since its previous fix.
+    PositionJump,
+    /// Its device reported on several trains at once ([`devices`]).
+    ManyTrains,
 }
 
 impl Flag {
@@ -51,6 +72,8 @@ impl Flag {
         match self {
             Flag::FarFromTrain => "far_from_train",
             Flag::LateArrival => "late_arrival",
+            Flag::PositionJump => "position_jump",
+            Flag::ManyTrains => "many_trains",
         }
     }
 }
@@ -63,6 +86,8 @@ pub struct Assessment {
     /// The clues that cost it weight (at most one of each).
     pub far: bool,
     pub late: bool,
+    /// The device's fix jumped from its previous one on this train.
+    pub jumped: bool,
 }
 
 impl Assessment {
@@ -71,6 +96,7 @@ impl Assessment {
         [
             self.far.then_some(Flag::FarFromTrain),
             self.late.then_some(Flag::LateArrival),
+            self.jumped.then_some(Flag::PositionJump),
         ]
         .into_iter()
         .flatten()
@@ -96,11 +122,64 @@ pub fn assess(report: &StoredReport, fixes: &[Fix], half_life_ms: i64) -> Assess
         recent_ms,
         half_life_ms,
     );
+    let jumped = report.position.as_ref().is_some_and(|p| {
+        previous_fix(fixes, report.device, report.observed_at_ms).is_some_and(|f| {
+            jumped(
+                (f.latitude, f.longitude, 0.0),
+                f.observed_at_ms,
+                (p.latitude, p.longitude, p.accuracy_m),
+                report.observed_at_ms,
+            )
+        })
+    });
+    let jump_factor = if jumped { JUMP_FACTOR } else { 1.0 };
     Assessment {
-        factor: (where_factor * when_factor).clamp(MIN_FACTOR, 1.0),
+        factor: (where_factor * when_factor * jump_factor).clamp(MIN_FACTOR, 1.0),
         far: where_factor < 1.0,
         late: when_factor < 1.0,
+        jumped,
     }
+}
+
+/// The fix of `device` observed closest before `at_ms` (or at it).
+fn previous_fix(fixes: &[Fix], device: u64, at_ms: i64) -> Option<&Fix> {
+    fixes
+        .iter()
+        .filter(|f| f.device == device && f.observed_at_ms <= at_ms)
+        .max_by_key(|f| f.observed_at_ms)
+}
+
+/// The speed, in metres per second, a device must have moved at between a
+/// fix `a` (latitude, longitude, accuracy in metres) at `a_ms` and a fix
+/// `b` at `b_ms`, counting only the distance beyond both accuracies and
+/// [`JUMP_SLACK_M`], over at least one second; `None` for invalid fixes.
+pub fn implied_speed_mps(
+    a: (f64, f64, f32),
+    a_ms: i64,
+    b: (f64, f64, f32),
+    b_ms: i64,
+) -> Option<f64> {
+    if !valid(a.0, a.1) || !valid(b.0, b.1) {
+        return None;
+    }
+    let accuracy = |m: f32| {
+        let m = f64::from(m);
+        if m.is_finite() {
+            m.clamp(0.0, MAX_ACCURACY_M)
+        } else {
+            MAX_ACCURACY_M
+        }
+    };
+    let d = Haversine.distance(Point::new(a.1, a.0), Point::new(b.1, b.0));
+    let beyond = (d - accuracy(a.2) - accuracy(b.2) - JUMP_SLACK_M).max(0.0);
+    let secs = (b_ms.abs_diff(a_ms) as f64 / 1000.0).max(1.0);
+    let speed = beyond / secs;
+    speed.is_finite().then_some(speed)
+}
+
+/// Whether moving from fix `a` to fix `b` took more than [`MAX_SPEED_MPS`].
+pub fn jumped(a: (f64, f64, f32), a_ms: i64, b: (f64, f64, f32), b_ms: i64) -> bool {
+    implied_speed_mps(a, a_ms, b, b_ms).is_some_and(|v| v > MAX_SPEED_MPS)
 }
 
 /// The share of weight kept by a fix at `p` when the train is at
@@ -198,6 +277,255 @@ fn median(xs: &mut [f64]) -> f64 {
     }
 }
 
+/// One device on many trains at once, and jumps between trains: signals
+/// that need each device's recent reports across trains, which no single
+/// [`crate::estimator`] state holds.
+///
+/// # How to wire
+///
+/// The worker keeps one [`DeviceTracker`] (in memory, like the reputation
+/// scores) and, for every report it is about to apply, calls
+/// [`DeviceTracker::observe`] with the report, then
+/// `estimator::apply_with_factor(state, report, params, signals.factor())`
+/// instead of `estimator::apply`, and counts each of `signals.flags()` in
+/// `crowd_aggregator_flagged_reports_total{reason}` like the flags of
+/// [`assess`](super::assess). An aggregator sees only the partitions it
+/// owns, so a device spread over trains of several aggregators is judged on
+/// its share here: the detector under-reports, never over-reports.
+pub mod devices {
+    use std::collections::HashMap;
+
+    use crowd_proto::pb::store::StoredReport;
+
+    use super::{Flag, jumped};
+
+    /// Trains a device may report on within [`AT_ONCE_MS`] (a change of
+    /// trains, a report sent late from the previous one); from one more on,
+    /// it is on several trains at once.
+    pub const MAX_TRAINS_AT_ONCE: usize = 2;
+    /// Reports of one device this close in time are "at once".
+    pub const AT_ONCE_MS: i64 = 120_000;
+    /// Share of its weight a report keeps when its device is on too many
+    /// trains at once.
+    pub const MANY_TRAINS_FACTOR: f64 = 0.1;
+    /// Reports remembered per device.
+    const PER_DEVICE: usize = 8;
+    /// Devices remembered; beyond it, those not heard from for longest go.
+    pub const MAX_DEVICES: usize = 200_000;
+
+    /// One remembered report of a device.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    struct Seen {
+        /// Fingerprint of (trip_id, start_date).
+        trip: u64,
+        observed_at_ms: i64,
+        /// Latitude, longitude, accuracy.
+        fix: Option<(f64, f64, f32)>,
+    }
+
+    /// What [`DeviceTracker::observe`] found about one report.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+    pub struct Signals {
+        /// The device's fix jumped from its previous one (on any train).
+        pub jumped: bool,
+        /// Distinct trains the device reported on within [`AT_ONCE_MS`] of
+        /// this report, this one included.
+        pub trains_at_once: usize,
+    }
+
+    impl Signals {
+        /// Whether the device is on more trains at once than a rider can be.
+        pub fn many_trains(&self) -> bool {
+            self.trains_at_once > MAX_TRAINS_AT_ONCE
+        }
+
+        /// The flags raised.
+        pub fn flags(&self) -> impl Iterator<Item = Flag> {
+            [
+                self.jumped.then_some(Flag::PositionJump),
+                self.many_trains().then_some(Flag::ManyTrains),
+            ]
+            .into_iter()
+            .flatten()
+        }
+
+        /// Share of its weight the report keeps (0..=1).
+        pub fn factor(&self) -> f64 {
+            let jump = if self.jumped { super::JUMP_FACTOR } else { 1.0 };
+            let many = if self.many_trains() {
+                MANY_TRAINS_FACTOR
+            } else {
+                1.0
+            };
+            jump * many
+        }
+    }
+
+    /// Each device's last few reports across trains, bounded.
+    #[derive(Debug, Default, Clone)]
+    pub struct DeviceTracker {
+        devices: HashMap<u64, Vec<Seen>>,
+    }
+
+    impl DeviceTracker {
+        pub fn new() -> DeviceTracker {
+            DeviceTracker::default()
+        }
+
+        /// Devices remembered.
+        pub fn len(&self) -> usize {
+            self.devices.len()
+        }
+
+        pub fn is_empty(&self) -> bool {
+            self.devices.is_empty()
+        }
+
+        /// Judges `report` against its device's earlier reports and
+        /// remembers it. Reports may come in any order: a jump is judged
+        /// against the fix nearest in time on either side.
+        pub fn observe(&mut self, report: &StoredReport) -> Signals {
+            if self.devices.len() >= MAX_DEVICES && !self.devices.contains_key(&report.device) {
+                self.forget_oldest();
+            }
+            let seen = Seen {
+                trip: trip_fingerprint(&report.trip_id, &report.start_date),
+                observed_at_ms: report.observed_at_ms,
+                fix: report
+                    .position
+                    .as_ref()
+                    .map(|p| (p.latitude, p.longitude, p.accuracy_m)),
+            };
+            let history = self.devices.entry(report.device).or_default();
+            let jumped = seen.fix.is_some_and(|fix| {
+                let nearest = history
+                    .iter()
+                    .filter_map(|s| s.fix.map(|f| (f, s.observed_at_ms)))
+                    .min_by_key(|(_, at)| at.abs_diff(seen.observed_at_ms));
+                nearest.is_some_and(|(f, at)| jumped(f, at, fix, seen.observed_at_ms))
+            });
+            let mut trains: Vec<u64> = history
+                .iter()
+                .filter(|s| s.observed_at_ms.abs_diff(seen.observed_at_ms) <= AT_ONCE_MS as u64)
+                .map(|s| s.trip)
+                .chain(std::iter::once(seen.trip))
+                .collect();
+            trains.sort_unstable();
+            trains.dedup();
+            history.push(seen);
+            if history.len() > PER_DEVICE {
+                history.sort_by_key(|s| std::cmp::Reverse(s.observed_at_ms));
+                history.truncate(PER_DEVICE);
+            }
+            Signals {
+                jumped,
+                trains_at_once: trains.len(),
+            }
+        }
+
+        /// Drops the half of the devices heard from longest ago.
+        fn forget_oldest(&mut self) {
+            let mut last: Vec<i64> = self
+                .devices
+                .values()
+                .map(|h| h.iter().map(|s| s.observed_at_ms).max().unwrap_or(i64::MIN))
+                .collect();
+            let mid = last.len() / 2;
+            last.select_nth_unstable(mid);
+            let threshold = last[mid];
+            self.devices
+                .retain(|_, h| h.iter().any(|s| s.observed_at_ms > threshold));
+        }
+    }
+
+    fn trip_fingerprint(trip_id: &str, start_date: &str) -> u64 {
+        crate::estimator::report_fingerprint(0, &format!("{trip_id}\u{0}{start_date}"))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use crowd_proto::pb::store::Position;
+
+        const T: i64 = 1_795_000_000_000;
+
+        fn on(device: u64, trip: &str, at: i64, fix: Option<(f64, f64)>) -> StoredReport {
+            StoredReport {
+                device,
+                trip_id: trip.into(),
+                start_date: "20261126".into(),
+                observed_at_ms: at,
+                position: fix.map(|(lat, lon)| Position {
+                    latitude: lat,
+                    longitude: lon,
+                    accuracy_m: 20.0,
+                }),
+                ..StoredReport::default()
+            }
+        }
+
+        #[test]
+        fn a_rider_changing_trains_is_not_flagged() {
+            let mut t = DeviceTracker::new();
+            assert_eq!(
+                t.observe(&on(1, "A", T, Some((48.86, 2.34))))
+                    .trains_at_once,
+                1
+            );
+            let s = t.observe(&on(1, "B", T + 60_000, Some((48.861, 2.341))));
+            assert_eq!(s.trains_at_once, 2);
+            assert_eq!(s.flags().count(), 0);
+            assert_eq!(s.factor(), 1.0);
+            // Back on A a minute later: still two trains.
+            assert!(!t.observe(&on(1, "A", T + 90_000, None)).many_trains());
+        }
+
+        #[test]
+        fn one_device_on_three_trains_at_once_is_flagged() {
+            let mut t = DeviceTracker::new();
+            t.observe(&on(7, "A", T, None));
+            t.observe(&on(7, "B", T + 5_000, None));
+            let s = t.observe(&on(7, "C", T + 10_000, None));
+            assert!(s.many_trains());
+            assert_eq!(s.flags().collect::<Vec<_>>(), vec![Flag::ManyTrains]);
+            assert!((s.factor() - MANY_TRAINS_FACTOR).abs() < 1e-12);
+            // The same three trains spread over an hour are a commute.
+            let mut t = DeviceTracker::new();
+            for (i, trip) in ["A", "B", "C"].iter().enumerate() {
+                let s = t.observe(&on(8, trip, T + i as i64 * 20 * 60_000, None));
+                assert!(!s.many_trains());
+            }
+            // Other devices are not affected.
+            assert!(!t.observe(&on(9, "D", T, None)).many_trains());
+        }
+
+        #[test]
+        fn a_jump_between_trains_is_flagged_in_any_order() {
+            let mut t = DeviceTracker::new();
+            t.observe(&on(3, "A", T, Some((48.86, 2.34))));
+            // 30 km in 30 s, on another train.
+            let s = t.observe(&on(3, "B", T + 30_000, Some((48.6, 2.2))));
+            assert!(s.jumped);
+            assert_eq!(s.flags().collect::<Vec<_>>(), vec![Flag::PositionJump]);
+            // The later report arriving first: judged against it instead.
+            let mut t = DeviceTracker::new();
+            t.observe(&on(3, "B", T + 30_000, Some((48.6, 2.2))));
+            assert!(t.observe(&on(3, "A", T, Some((48.86, 2.34)))).jumped);
+        }
+
+        #[test]
+        fn memory_stays_bounded() {
+            let mut t = DeviceTracker::new();
+            for i in 0..20 {
+                t.observe(&on(1, "A", T + i, None));
+            }
+            assert_eq!(t.devices[&1].len(), PER_DEVICE);
+            assert_eq!(t.len(), 1);
+            assert!(!t.is_empty());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,10 +607,17 @@ mod tests {
             assess(&report_at(9, far, T, T), &one, HALF_LIFE).factor,
             1.0
         );
-        // The device's own fixes do not count as consensus.
+        // The device's own fixes do not count as consensus (though jumping
+        // 30 km from them at once is a jump of its own).
         let own = vec![fix(9, CHL, T), fix(9, CHL, T - 1)];
+        let a = assess(&report_at(9, far, T, T), &own, HALF_LIFE);
+        assert!(!a.far && a.jumped, "{a:?}");
+        let own_long_ago = vec![
+            fix(9, CHL, T - 20 * HALF_LIFE),
+            fix(9, CHL, T - 20 * HALF_LIFE - 1),
+        ];
         assert_eq!(
-            assess(&report_at(9, far, T, T), &own, HALF_LIFE).factor,
+            assess(&report_at(9, far, T, T), &own_long_ago, HALF_LIFE).factor,
             1.0
         );
         // Fixes too old to say where the train is now.
@@ -322,6 +657,47 @@ mod tests {
         let r = report_at(9, None, T - grace - 2 * HALF_LIFE, T);
         let a = assess(&r, &[], HALF_LIFE);
         assert!((a.factor - 0.25).abs() < 1e-9 && a.late && !a.far);
+    }
+
+    #[test]
+    fn a_device_jumping_along_the_train_counts_less() {
+        // Device 9 was at Châtelet 20 s ago; now it claims Saint-Rémy, 30 km
+        // away: 1.5 km/s. Its previous fix is on this train.
+        let mut fixes = riders_at_chatelet();
+        fixes.push(fix(9, CHL, T - 20_000));
+        let far = report_at(9, Some((48.7054, 2.0714)), T, T);
+        let a = assess(&far, &fixes, HALF_LIFE);
+        assert!(a.jumped && a.far, "{a:?}");
+        assert!(a.factor <= JUMP_FACTOR * 0.02 + MIN_FACTOR);
+        assert!(a.flags().any(|f| f == Flag::PositionJump));
+        // Moving 1 km in 20 s (180 km/h) is a fast train, not a jump.
+        let near = report_at(9, Some((48.8708, 2.3469)), T, T);
+        let a = assess(&near, &fixes, HALF_LIFE);
+        assert!(!a.jumped, "{a:?}");
+        // Only the device's own earlier fix counts.
+        let other = report_at(10, Some((48.7054, 2.0714)), T, T);
+        assert!(!assess(&other, &fixes, HALF_LIFE).jumped);
+    }
+
+    #[test]
+    fn implied_speed_counts_only_the_distance_beyond_accuracy() {
+        let a = (CHL.0, CHL.1, 20.0);
+        // 100 m in no time: within the slack, standing still.
+        let b = (CHL.0 + 0.0009, CHL.1, 20.0);
+        assert_eq!(implied_speed_mps(a, T, b, T), Some(0.0));
+        // ~11.1 km in 10 s: about 1 km/s once slack and accuracy are taken off.
+        let c = (CHL.0 + 0.1, CHL.1, 20.0);
+        let v = implied_speed_mps(a, T, c, T + 10_000).unwrap();
+        assert!(v > 1_000.0 && v < 1_120.0, "{v}");
+        assert!(jumped(a, T, c, T + 10_000));
+        // The same distance in ten minutes is a train.
+        assert!(!jumped(a, T, c, T + 600_000));
+        // Order of the fixes does not matter; invalid fixes say nothing.
+        assert_eq!(
+            implied_speed_mps(c, T + 10_000, a, T),
+            implied_speed_mps(a, T, c, T + 10_000)
+        );
+        assert_eq!(implied_speed_mps((f64::NAN, 0.0, 1.0), T, a, T), None);
     }
 
     #[test]

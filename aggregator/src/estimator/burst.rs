@@ -23,6 +23,34 @@ pub const BURST_MIN: usize = 5;
 /// Share of its weight a device without standing keeps when part of a burst.
 pub const WEIGHT: f64 = 0.02;
 
+/// Combined weight a burst keeps at most, as a share of the weight of the
+/// train's other riders (when there are any): fifty fresh devices telling
+/// one story at once are one suspicious source, not fifty witnesses, so
+/// together they can sway an estimate by a fraction of a rider's voice,
+/// not overturn it however few and old the other reports are.
+pub const MAX_SHARE: f64 = 0.25;
+
+/// The factor (0..=1) on the weight of each burst vote, given every vote's
+/// `(weight, in_burst)`: 1 unless the burst votes together weigh more than
+/// [`MAX_SHARE`] of the others. With no other vote, 1: a swarm on a train
+/// nobody else reports on is all there is to go by.
+pub fn scale(votes: impl Iterator<Item = (f64, bool)>) -> f64 {
+    let (mut burst, mut others) = (0.0, 0.0);
+    for (w, in_burst) in votes {
+        if in_burst {
+            burst += w;
+        } else {
+            others += w;
+        }
+    }
+    let cap = MAX_SHARE * others;
+    if others > 0.0 && burst > cap && burst.is_finite() && cap.is_finite() {
+        cap / burst
+    } else {
+        1.0
+    }
+}
+
 /// The devices whose first appearance on the train was part of a burst.
 pub fn burst_devices(observations: &[Observation], half_life_ms: i64) -> BTreeSet<u64> {
     let window_ms = (half_life_ms / 12).max(1);
@@ -87,6 +115,22 @@ mod tests {
         assert_eq!(found, (100..150).collect());
         obs.reverse();
         assert_eq!(burst_devices(&obs, HALF_LIFE), found);
+    }
+
+    #[test]
+    fn a_burst_keeps_at_most_a_quarter_of_the_others_weight() {
+        // Others weigh 2, the burst 4: scaled to 0.5 in all.
+        let votes = [(1.0, false), (1.0, false), (2.0, true), (2.0, true)];
+        let s = scale(votes.into_iter());
+        assert!((4.0 * s - MAX_SHARE * 2.0).abs() < 1e-12, "{s}");
+        // A small burst is left alone; so is a burst with nobody else.
+        assert_eq!(scale([(4.0, false), (0.5, true)].into_iter()), 1.0);
+        assert_eq!(scale([(1.0, true), (1.0, true)].into_iter()), 1.0);
+        assert_eq!(scale(std::iter::empty()), 1.0);
+        assert_eq!(
+            scale([(1.0, false), (f64::INFINITY, true)].into_iter()),
+            1.0
+        );
     }
 
     #[test]

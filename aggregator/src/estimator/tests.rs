@@ -100,8 +100,8 @@ fn a_device_updating_its_report_replaces_it() {
 #[test]
 fn one_device_repeating_itself_cannot_outweigh_others() {
     let mut reports = vec![
-        report("b", 2, 1, Level::ManySeats, NOW - 3 * MINUTE),
-        report("c", 3, 1, Level::ManySeats, NOW - 3 * MINUTE),
+        report("b", 2, 1, Level::ManySeats, NOW - MINUTE / 2),
+        report("c", 3, 1, Level::ManySeats, NOW - MINUTE / 2),
     ];
     for i in 0..20 {
         reports.push(report(
@@ -144,7 +144,7 @@ fn a_noisy_minority_does_not_move_the_median() {
             d,
             1,
             Level::FewSeats,
-            NOW - 2 * MINUTE,
+            NOW - MINUTE,
         ));
     }
     for d in 100..104 {
@@ -399,15 +399,16 @@ fn the_first_riders_of_an_empty_train_are_heard_in_full() {
 
 #[test]
 fn newcomers_can_still_sway_a_split_train() {
-    // Established riders split 2 / 2 between few seats and standing: the
-    // newcomers' capped voice decides, as it should on an honest train.
+    // Established riders of one car split 2 / 2 between few seats and
+    // standing: the newcomers' capped voice decides, as it should on an
+    // honest train.
     let mut reports = vec![
         report("a", 1, 1, Level::FewSeats, NOW),
-        report("b", 2, 2, Level::FewSeats, NOW),
-        report("c", 3, 3, Level::StandingRoom, NOW),
-        report("d", 4, 4, Level::StandingRoom, NOW),
+        report("b", 2, 1, Level::FewSeats, NOW),
+        report("c", 3, 1, Level::StandingRoom, NOW),
+        report("d", 4, 1, Level::StandingRoom, NOW),
     ];
-    reports.push(report("n", 10, 5, Level::StandingRoom, NOW));
+    reports.push(report("n", 10, 1, Level::StandingRoom, NOW));
     let trust = Standing((1..=4).collect());
     let est = estimate_with(&reports, &trust).expect("an estimate");
     assert_eq!(level(&est), Level::StandingRoom);
@@ -454,6 +455,82 @@ fn a_report_far_from_the_train_counts_less_and_does_not_move_it() {
     let p = est.position.expect("a position");
     assert!((p.latitude - 48.8618).abs() < 1e-9);
     assert_eq!(state.recent_fixes.len(), 2);
+}
+
+#[test]
+fn riders_of_a_packed_car_do_not_decide_for_a_half_empty_train() {
+    // Four riders in a packed front car, one in each of three quiet cars:
+    // the median rider stands, but the train (the mean of its cars) has
+    // seats. Each rider's vote is weighed by how full their car is relative
+    // to the train, within MAX_CAR_FACTOR.
+    let mut reports: Vec<StoredReport> = (0..4)
+        .map(|d| report(&format!("f{d}"), d, 1, Level::StandingRoom, NOW))
+        .collect();
+    for car in 2..=4 {
+        reports.push(report(
+            &format!("q{car}"),
+            10 + u64::from(car),
+            car,
+            Level::ManySeats,
+            NOW,
+        ));
+    }
+    let (_, est) = run(&reports);
+    assert_eq!(level(&est.expect("an estimate")), Level::ManySeats);
+    // The same riders all in one car: nothing to correct, the median stands.
+    let one_car: Vec<StoredReport> = reports
+        .iter()
+        .cloned()
+        .map(|mut r| {
+            r.carriage_sequence = 1;
+            r
+        })
+        .collect();
+    let (_, est) = run(&one_car);
+    assert_eq!(level(&est.expect("an estimate")), Level::StandingRoom);
+}
+
+#[test]
+fn a_burst_cannot_overturn_the_only_riders_of_a_quiet_train_however_old() {
+    // Two riders said "empty" ten minutes ago; fifty fresh devices claim
+    // "full" within seconds. Nobody has standing.
+    let mut reports = vec![
+        report("a", 1, 1, Level::Empty, NOW - 10 * MINUTE),
+        report("b", 2, 2, Level::Empty, NOW - 10 * MINUTE + 20_000),
+    ];
+    for d in 0..50u64 {
+        reports.push(report(
+            &format!("s{d}"),
+            1000 + d,
+            1 + (d % 4) as u32,
+            Level::Full,
+            NOW - (d as i64 % 5) * 1000,
+        ));
+    }
+    let nobody = Standing(Default::default());
+    let est = estimate_with(&reports, &nobody).expect("an estimate");
+    assert_eq!(level(&est), Level::Empty);
+    // Without the two riders, the swarm is all there is to go by.
+    let est = estimate_with(&reports[2..], &nobody).expect("an estimate");
+    assert_eq!(level(&est), Level::Full);
+}
+
+#[test]
+fn the_half_life_is_a_minute_and_a_half() {
+    // A report one half-life old weighs half a fresh one: two of them tie
+    // with one fresh report, three outweigh it.
+    let half = Params::default().half_life_ms;
+    assert_eq!(half, 90_000);
+    let mut reports = vec![report("new", 9, 1, Level::Crushed, NOW)];
+    for d in 0..3 {
+        reports.push(report(&format!("o{d}"), d, 1, Level::ManySeats, NOW - half));
+    }
+    let (_, est) = run(&reports);
+    assert_eq!(level(&est.expect("an estimate")), Level::ManySeats);
+    let (_, est) = run(&reports[..2]);
+    let est = est.expect("an estimate");
+    // One fresh Crushed (1) against one old ManySeats (½): Crushed.
+    assert_eq!(level(&est), Level::Crushed);
 }
 
 fn arb_report(index: usize) -> impl Strategy<Value = StoredReport> {
@@ -537,10 +614,12 @@ proptest! {
         trust in 0.0f64..1e6,
     ) {
         // Three devices agree; a fourth sends anything, as often as it likes,
-        // with the highest trust the estimator allows.
+        // with the highest trust the estimator allows. (The three reported a
+        // sixth of a half-life ago: a much fresher report may outweigh
+        // much older ones, which is what the half-life is for.)
         let mut reports: Vec<StoredReport> = (1..=3)
             .map(|d| {
-                let mut r = report(&format!("a{d}"), d, d as u32, Level::Empty, NOW - MINUTE);
+                let mut r = report(&format!("a{d}"), d, d as u32, Level::Empty, NOW - MINUTE / 4);
                 r.level = agreed;
                 r
             })

@@ -15,9 +15,12 @@
 //! unless the quality bar is met.
 //!
 //! - [`play`]: one scenario against one stack.
+//! - [`replay`]: one scenario through the pure estimator, without a stack
+//!   (`--offline`): seconds instead of minutes, to tune the estimator with.
 //! - [`tally`]: the pure sums, the swarm's effect and the bar.
 
 pub mod play;
+pub mod replay;
 pub mod tally;
 
 use chrono::{NaiveDateTime, NaiveTime, TimeDelta, Utc};
@@ -52,6 +55,11 @@ pub struct QualityArgs {
     /// Exit non-zero unless the quality bar is met.
     #[arg(long)]
     pub assert: bool,
+    /// Replay the scenarios through the pure estimator and reputation model
+    /// instead of a stack: the same validation and model, in simulated time,
+    /// without server, Redis or worker batching.
+    #[arg(long)]
+    pub offline: bool,
     /// Write the numbers as JSON here.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
@@ -105,13 +113,13 @@ pub async fn run(args: &QualityArgs) -> anyhow::Result<Quality> {
         "quality: default scenario, {} simulated minutes",
         args.minutes
     );
-    let default = play::play(&plan(Scenario::default())).await?;
+    let default = play_one(args, &plan(Scenario::default())).await?;
     print_acks("default", &default);
 
     eprintln!("quality: adversarial scenario with its swarm");
     let adversarial = Scenario::adversarial();
     let swarm_start = adversarial.swarm.map_or(0, |s| i64::from(s.at_minute));
-    let attacked = play::play(&plan(adversarial.clone())).await?;
+    let attacked = play_one(args, &plan(adversarial.clone())).await?;
     print_acks("adversarial", &attacked);
 
     eprintln!("quality: adversarial scenario without its swarm (reference)");
@@ -121,12 +129,15 @@ pub async fn run(args: &QualityArgs) -> anyhow::Result<Quality> {
     }
     let reference_from =
         from.max(from.date().and_time(NaiveTime::MIN) + TimeDelta::minutes(swarm_start - 5));
-    let reference = play::play(&Plan {
-        from: reference_from,
-        until: until.min(reference_from + TimeDelta::minutes(SWARM_MINUTES + 6)),
-        follow: attacked.target.clone(),
-        ..plan(quiet)
-    })
+    let reference = play_one(
+        args,
+        &Plan {
+            from: reference_from,
+            until: until.min(reference_from + TimeDelta::minutes(SWARM_MINUTES + 6)),
+            follow: attacked.target.clone(),
+            ..plan(quiet)
+        },
+    )
     .await?;
 
     let swarm = swarm_effect(
@@ -149,6 +160,15 @@ pub async fn run(args: &QualityArgs) -> anyhow::Result<Quality> {
         bar,
         failures,
     })
+}
+
+/// One scenario, against a stack or (`--offline`) through the pure model.
+async fn play_one(args: &QualityArgs, plan: &Plan) -> anyhow::Result<Played> {
+    if args.offline {
+        Ok(replay::replay(plan))
+    } else {
+        play::play(plan).await
+    }
 }
 
 fn print_acks(name: &str, played: &Played) {

@@ -15,17 +15,20 @@ use chrono::{NaiveDateTime, TimeDelta, Timelike, Utc};
 use crowd_proto::level::Level;
 use crowd_proto::pb::v1::occupancy_service_client::OccupancyServiceClient;
 use crowd_proto::pb::v1::report_service_client::ReportServiceClient;
-use crowd_proto::pb::v1::{AckStatus, GetOccupancyRequest, TripRef};
+use crowd_proto::pb::v1::{AckStatus, GetOccupancyRequest, OccupancyEstimate, TripRef};
 use tokio_stream::StreamExt;
 
 use super::tally::{Tally, TargetTrace};
 use crate::score::{ScoreOptions, score};
-use crate::sim::{Network, Scenario, Simulation};
+use crate::sim::{Network, Scenario, Simulation, TrainTruth};
 use crate::stack::{Stack, StackOptions};
 
-/// Half-life and window of the aggregator in service, in seconds.
-const SERVICE_HALF_LIFE_SECS: f64 = 180.0;
-const SERVICE_WINDOW_SECS: f64 = 900.0;
+/// Half-life and window of the aggregator in service, in seconds (its
+/// defaults: the run measures what is deployed).
+pub(crate) const SERVICE_HALF_LIFE_SECS: f64 =
+    crowd_aggregator::estimator::DEFAULT_HALF_LIFE_MS as f64 / 1000.0;
+pub(crate) const SERVICE_WINDOW_SECS: f64 =
+    crowd_aggregator::estimator::DEFAULT_WINDOW_MS as f64 / 1000.0;
 
 /// How one scenario is played.
 #[derive(Debug, Clone)]
@@ -114,10 +117,6 @@ async fn drive(stack: &Stack, plan: &Plan) -> anyhow::Result<Played> {
     });
 
     let per_real_second = plan.reports_per_sim_minute * plan.speed / 60.0;
-    let supported_opts = ScoreOptions {
-        min_reporters: plan.min_reporters,
-        ..ScoreOptions::default()
-    };
     let mut played = Played::default();
     let began = tokio::time::Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(20));
@@ -161,24 +160,7 @@ async fn drive(stack: &Stack, plan: &Plan) -> anyhow::Result<Played> {
                 .await?
                 .into_inner()
                 .estimates;
-            played
-                .supported
-                .add(&score(&truths, &estimates, &supported_opts));
-            played
-                .all
-                .add(&score(&truths, &estimates, &ScoreOptions::default()));
-            let follow = plan.follow.as_ref().or(played.target.as_ref());
-            if let Some(trip) = follow
-                && let Some(truth) = truths.iter().find(|t| same_trip(&t.trip, trip))
-            {
-                let estimated = estimates
-                    .iter()
-                    .find(|e| e.trip.as_ref().is_some_and(|t| same_trip(t, trip)))
-                    .and_then(|e| Level::from_number(e.level));
-                played
-                    .trace
-                    .record(minute_of_day(sim_now), estimated, truth.level);
-            }
+            played.round(plan, &truths, &estimates, sim_now);
         }
     }
     drop(tx);
@@ -189,6 +171,37 @@ async fn drive(stack: &Stack, plan: &Plan) -> anyhow::Result<Played> {
         acks.duplicate.load(Ordering::Relaxed),
     );
     Ok(played)
+}
+
+impl Played {
+    /// Adds one accuracy round: the `estimates` published at `sim_now`
+    /// against the `truths` of the trains running then.
+    pub(crate) fn round(
+        &mut self,
+        plan: &Plan,
+        truths: &[TrainTruth],
+        estimates: &[OccupancyEstimate],
+        sim_now: NaiveDateTime,
+    ) {
+        let supported = ScoreOptions {
+            min_reporters: plan.min_reporters,
+            ..ScoreOptions::default()
+        };
+        self.supported.add(&score(truths, estimates, &supported));
+        self.all
+            .add(&score(truths, estimates, &ScoreOptions::default()));
+        let follow = plan.follow.as_ref().or(self.target.as_ref());
+        if let Some(trip) = follow
+            && let Some(truth) = truths.iter().find(|t| same_trip(&t.trip, trip))
+        {
+            let estimated = estimates
+                .iter()
+                .find(|e| e.trip.as_ref().is_some_and(|t| same_trip(t, trip)))
+                .and_then(|e| Level::from_number(e.level));
+            self.trace
+                .record(minute_of_day(sim_now), estimated, truth.level);
+        }
+    }
 }
 
 /// Minutes since midnight of a simulated time.

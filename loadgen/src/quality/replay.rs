@@ -1,0 +1,125 @@
+//! One scenario of a quality run without a stack: the simulator's reports go
+//! through the same validation, the same pure estimator and the same
+//! reputation model as in service, in simulated time, in one thread.
+//!
+//! It answers in seconds what [`super::play`] answers in minutes, and the same
+//! seed gives the same numbers on any machine, which makes it the tool to
+//! tune the estimator with; the stacked run stays the reference, because it
+//! also exercises the server, Redis and the worker's batching.
+//!
+//! The replay keeps the compression of the stacked run: wall-clock stamps
+//! run `speed` times slower than simulated time and the estimator's
+//! half-life and window are divided by `speed`, so devices with skewed
+//! clocks (whose skew is in wall-clock time) behave as they do there.
+//! Estimates are computed after each simulated second for the trains that
+//! got reports in it, like the worker publishes after each batch, and the
+//! accuracy rounds read the last published ones.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
+use crowd_aggregator::estimator::{self, Applied, Params};
+use crowd_aggregator::reputation::{Reputation, judge};
+use crowd_proto::codec::report_to_stored;
+use crowd_proto::domain::DeviceHasher;
+use crowd_proto::pb::store::TrainState;
+use crowd_proto::pb::v1::OccupancyEstimate;
+use crowd_proto::validate::{Limits, validate_report};
+
+use super::play::{Plan, Played, SERVICE_HALF_LIFE_SECS, SERVICE_WINDOW_SECS};
+use crate::sim::{Network, Simulation};
+
+/// Simulated milliseconds per replay step (one aggregator batch).
+const STEP_MS: i64 = 1_000;
+
+/// Plays `plan` through the pure estimator and returns the rounds.
+pub fn replay(plan: &Plan) -> Played {
+    let speed = if plan.speed.is_finite() && plan.speed > 0.0 {
+        plan.speed
+    } else {
+        1.0
+    };
+    let params = Params {
+        half_life_ms: (SERVICE_HALF_LIFE_SECS / speed * 1000.0).round().max(1.0) as i64,
+        window_ms: (SERVICE_WINDOW_SECS / speed * 1000.0).round().max(2.0) as i64,
+        ..Params::default()
+    };
+    // The wall clock of the replay: an arbitrary fixed origin, so that the
+    // same seed gives the same numbers whenever it runs.
+    let origin = DateTime::<Utc>::from_timestamp(1_795_000_000, 0).unwrap_or_default();
+    let wall = |t: NaiveDateTime| {
+        let sim_ms = (t - plan.from).num_milliseconds() as f64;
+        origin + TimeDelta::milliseconds((sim_ms / speed) as i64)
+    };
+    let hasher = DeviceHasher::new("quality-replay");
+    let limits = Limits::default();
+
+    let mut sim = Simulation::new(Network::sample(), plan.scenario.clone(), plan.seed);
+    sim.advance_to(plan.from);
+    let mut trains: BTreeMap<String, TrainState> = BTreeMap::new();
+    let mut published: BTreeMap<String, OccupancyEstimate> = BTreeMap::new();
+    let mut reputation = Reputation::new();
+    let mut played = Played::default();
+    let per_step = plan.reports_per_sim_minute * STEP_MS as f64 / 60_000.0;
+    let mut owed = 0.0;
+    let mut t = plan.from;
+    let mut next_round = plan.from + TimeDelta::minutes(plan.score_every_minutes.max(1));
+    while t < plan.until {
+        t += TimeDelta::milliseconds(STEP_MS);
+        sim.advance_to(t);
+        let now = wall(t);
+        let now_ms = now.timestamp_millis();
+        owed += per_step;
+        let mut touched = Vec::new();
+        while owed >= 1.0 {
+            owed -= 1.0;
+            let Some(sent) = sim.sample_report(now) else {
+                continue;
+            };
+            let Ok(report) = validate_report(&sent.report, &limits, &hasher, now) else {
+                played.acks.1 += 1;
+                continue;
+            };
+            let stored = report_to_stored(&report, now);
+            let key = report.trip.canonical();
+            let state = trains.entry(key.clone()).or_default();
+            let verdict = judge(state, &stored, now_ms, &params, &reputation);
+            match estimator::apply(state, &stored, &params) {
+                Applied::Counted => {
+                    played.acks.0 += 1;
+                    if let Some(v) = verdict {
+                        reputation.record(stored.device, v);
+                    }
+                    touched.push(key);
+                }
+                Applied::Duplicate => played.acks.2 += 1,
+                Applied::Rejected => played.acks.1 += 1,
+            }
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for key in touched {
+            let Some(state) = trains.get_mut(&key) else {
+                continue;
+            };
+            estimator::prune(state, now_ms, &params);
+            match estimator::estimate(state, now_ms, &params, &reputation) {
+                Some(e) => published.insert(key, e),
+                None => published.remove(&key),
+            };
+        }
+        if played.target.is_none() {
+            played.target = sim.swarm_target().cloned();
+        }
+        if t >= next_round {
+            next_round += TimeDelta::minutes(plan.score_every_minutes.max(1));
+            let truths = sim.trains();
+            if truths.is_empty() {
+                continue;
+            }
+            let estimates: Vec<OccupancyEstimate> = published.values().cloned().collect();
+            played.round(plan, &truths, &estimates, t);
+        }
+    }
+    played
+}
