@@ -114,6 +114,47 @@ pub async fn measure(reports: u64, trains: u64) -> anyhow::Result<Drain> {
     })
 }
 
+impl Drain {
+    /// Reports per CPU second of the aggregator and Redis together: the
+    /// whole cost of aggregating, whichever side of the connection it
+    /// falls on (many trains shift work into Redis: state loads, commits).
+    pub fn reports_per_total_cpu_sec(&self) -> Option<f64> {
+        let cpu = self.process_cpu_secs? + self.redis_cpu_secs?;
+        (cpu > 0.0).then(|| self.reports as f64 / cpu)
+    }
+}
+
+/// The same reports spread over few and over many trains, each drained by
+/// one aggregator: whether the aggregator's cost per report holds up when
+/// the network is large (state loads, commits and memory per train).
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainScale {
+    pub few: Drain,
+    pub many: Drain,
+    /// Reports per CPU second (aggregator + Redis) with many trains over
+    /// that with few.
+    pub cpu_ratio: Option<f64>,
+    /// Reports per wall second with many trains over that with few.
+    pub wall_ratio: f64,
+}
+
+/// Drains `reports` reports spread over `few` trains, then over `many`.
+pub async fn scale(reports: u64, few: u64, many: u64) -> anyhow::Result<TrainScale> {
+    let few = measure(reports, few).await?;
+    let many = measure(reports, many).await?;
+    let cpu_ratio = few
+        .reports_per_total_cpu_sec()
+        .zip(many.reports_per_total_cpu_sec())
+        .map(|(f, m)| m / f);
+    let wall_ratio = many.reports_per_sec / few.reports_per_sec.max(1e-9);
+    Ok(TrainScale {
+        few,
+        many,
+        cpu_ratio,
+        wall_ratio,
+    })
+}
+
 /// Polls the group until all `reports` entries were read and acknowledged.
 async fn wait_drained(
     con: &mut MultiplexedConnection,

@@ -4,7 +4,8 @@
 //! 1. the store's ceiling (`redis-benchmark` XADDs of report size),
 //! 2. the highest sustained rate of the whole system, firehose (few
 //!    streams) and sparse (thousands of streams), by a step search,
-//! 3. the aggregator alone draining a pre-filled stream,
+//! 3. the aggregator alone draining a pre-filled stream, and the same
+//!    reports over 1,000 trains against over 100,000,
 //! 4. freshness and `GetOccupancy` latency at half the sustained rate,
 //! 5. CPU and memory of each process, Redis memory per train,
 //!
@@ -68,6 +69,10 @@ pub struct BenchArgs {
     /// with --quick).
     #[arg(long)]
     pub drain_reports: Option<u64>,
+    /// Reports of each drain comparing 1,000 trains with 100,000 (default
+    /// 300000, 100000 with --quick).
+    #[arg(long)]
+    pub scale_reports: Option<u64>,
 }
 
 /// The settings of one run, defaults resolved.
@@ -77,6 +82,7 @@ struct Settings {
     probe_duration: Duration,
     max_probes: usize,
     drain_reports: u64,
+    scale_reports: u64,
     ceiling_requests: u64,
     query_rate: f64,
     watchers: usize,
@@ -98,6 +104,9 @@ impl BenchArgs {
             drain_reports: self
                 .drain_reports
                 .unwrap_or(if quick { 100_000 } else { 500_000 }),
+            scale_reports: self
+                .scale_reports
+                .unwrap_or(if quick { 100_000 } else { 300_000 }),
             ceiling_requests: if quick { 300_000 } else { 2_000_000 },
             query_rate: if quick { 200.0 } else { 500.0 },
             watchers: 4,
@@ -107,6 +116,8 @@ impl BenchArgs {
 
 /// Trains of the aggregator drain: a rush hour on a large network.
 const DRAIN_TRAINS: u64 = 500;
+/// Trains of the few-trains and many-trains drains compared.
+const SCALE_TRAINS: (u64, u64) = (1_000, 100_000);
 /// Length each reports stream is trimmed to, as the server does by default.
 const STREAM_MAXLEN: u64 = 1_000_000;
 
@@ -166,6 +177,23 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
         drain.reports
     );
 
+    let (few, many) = SCALE_TRAINS;
+    eprintln!(
+        "bench: aggregator alone, {} reports over {few} trains, then over {many}...",
+        settings.scale_reports
+    );
+    let trains_scale = drain::scale(settings.scale_reports, few, many).await?;
+    for d in [&trains_scale.few, &trains_scale.many] {
+        eprintln!(
+            "bench:   {} trains ({} with an estimate): {:.0} reports/s, {} per CPU second (aggregator + Redis)",
+            d.trains,
+            d.train_memory.trains,
+            d.reports_per_sec,
+            d.reports_per_total_cpu_sec()
+                .map_or("n/a".to_owned(), |r| format!("{r:.0}"))
+        );
+    }
+
     let half_rate = (firehose.sustained_rate / 2.0).max(100.0);
     eprintln!("bench: half load, {half_rate:.0}/s with queries...");
     let half_load = probe::run(&ProbePlan {
@@ -192,6 +220,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
         firehose.sustained_rate,
         &sparse,
         &drain,
+        &trains_scale,
         &half_load,
     );
     let report = BenchReport {
@@ -206,6 +235,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
         firehose,
         sparse,
         drain,
+        trains_scale,
         half_load,
         ratios,
         targets,
@@ -339,6 +369,7 @@ mod tests {
         assert_eq!(quick.sparse_streams, 5_000);
         assert!(quick.probe_duration < full.probe_duration);
         assert!(quick.drain_reports < full.drain_reports);
+        assert!(quick.scale_reports < full.scale_reports);
         assert_eq!(parse(&["--sparse-streams", "6000"]).sparse_streams, 6_000);
     }
 

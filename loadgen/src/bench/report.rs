@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::ceiling::Ceiling;
-use super::drain::Drain;
+use super::drain::{Drain, TrainScale};
 use super::probe::{FRESHNESS_P99_MS, Probe};
 use super::resources::Machine;
 
@@ -28,6 +28,8 @@ pub struct BenchReport {
     pub firehose: Search,
     pub sparse: Search,
     pub drain: Drain,
+    /// The aggregator alone with 1,000 trains against 100,000.
+    pub trains_scale: TrainScale,
     /// The run at half the sustained firehose rate, with queries.
     pub half_load: Probe,
     pub ratios: Ratios,
@@ -91,6 +93,7 @@ pub fn targets(
     firehose: f64,
     sparse: &Search,
     drain: &Drain,
+    scale: &TrainScale,
     half: &Probe,
 ) -> Vec<Target> {
     let ratio = if ceiling > 0.0 {
@@ -128,6 +131,21 @@ pub fn targets(
             per_core.map(|r| r >= 300_000.0),
         ),
         target(
+            &format!(
+                "aggregator alone, {} trains vs {}: reports per CPU second (aggregator + Redis)",
+                scale.many.trains, scale.few.trains
+            ),
+            "within 20%",
+            scale.cpu_ratio.map_or("n/a".to_owned(), |r| {
+                format!(
+                    "{r:.2}x ({} vs {})",
+                    per_cpu(&scale.many),
+                    per_cpu(&scale.few)
+                )
+            }),
+            scale.cpu_ratio.map(|r| r >= 0.8),
+        ),
+        target(
             "freshness p99 at 50% of max",
             &format!("<= {FRESHNESS_P99_MS:.0} ms"),
             format!("{:.1} ms", half.freshness_p99_ms),
@@ -158,6 +176,12 @@ pub fn targets(
                 .map(|m| m.state_and_estimate_bytes <= 2048.0),
         ),
     ]
+}
+
+/// A drain's reports per CPU second of the aggregator and Redis, as text.
+fn per_cpu(d: &Drain) -> String {
+    d.reports_per_total_cpu_sec()
+        .map_or("n/a".to_owned(), |r| format!("{r:.0}/s"))
 }
 
 impl BenchReport {
@@ -226,6 +250,18 @@ impl BenchReport {
             d.reports_per_cpu_sec
                 .map_or("n/a".to_owned(), |r| format!("{r:.0}/s"))
         );
+        let sc = &self.trains_scale;
+        for d in [&sc.few, &sc.many] {
+            let _ = writeln!(
+                md,
+                "| aggregator alone: {} reports over {} trains ({} with an estimate): per wall second / per CPU second (aggregator + Redis) | {:.0}/s / {} | |",
+                d.reports,
+                d.trains,
+                d.train_memory.trains,
+                d.reports_per_sec,
+                per_cpu(d)
+            );
+        }
         let h = &self.half_load;
         let _ = writeln!(
             md,
@@ -302,6 +338,17 @@ impl BenchReport {
             cell(d.process_cpu_secs),
             cell(d.redis_cpu_secs)
         );
+        for d in [&sc.few, &sc.many] {
+            let _ = writeln!(
+                md,
+                "| aggregator drain, {} trains | {:.0} | {:.1} | | {} | {} | | |",
+                d.trains,
+                d.reports_per_sec,
+                d.wall_secs,
+                cell(d.process_cpu_secs),
+                cell(d.redis_cpu_secs)
+            );
+        }
 
         let _ = writeln!(md, "\n## Probes\n");
         let _ = writeln!(
@@ -391,17 +438,12 @@ pub(crate) mod tests {
             best: Some(probe("sparse", 30_000.0, true)),
             probes: vec![probe("sparse", 30_000.0, true)],
         };
-        let drain = Drain {
-            reports: 1000,
-            trains: 10,
-            fill_per_sec: 1.0,
-            wall_secs: 0.01,
-            reports_per_sec: 100_000.0,
-            process_cpu_secs: Some(0.0025),
-            reports_per_cpu_sec: Some(400_000.0),
-            redis_cpu_secs: None,
-            counted: 1000,
-            train_memory: TrainMemory::default(),
+        let drain = drained(10, 0.0025);
+        let trains_scale = TrainScale {
+            few: drained(1_000, 0.0025),
+            many: drained(100_000, 0.0050),
+            cpu_ratio: Some(0.5),
+            wall_ratio: 1.0,
         };
         let half = probe("half-load", 20_000.0, true);
         let ceiling = Ceiling {
@@ -425,13 +467,29 @@ pub(crate) mod tests {
             },
             redis_version: "7.0.15".to_owned(),
             entry_bytes: 120,
-            targets: targets(100_000.0, 40_000.0, &sparse, &drain, &half),
+            targets: targets(100_000.0, 40_000.0, &sparse, &drain, &trains_scale, &half),
             ratios: Ratios::of(100_000.0, 40_000.0, 30_000.0, 100_000.0),
             ceiling,
             firehose,
             sparse,
             drain,
+            trains_scale,
             half_load: half,
+        }
+    }
+
+    fn drained(trains: u64, cpu_secs: f64) -> Drain {
+        Drain {
+            reports: 1000,
+            trains,
+            fill_per_sec: 1.0,
+            wall_secs: 0.01,
+            reports_per_sec: 100_000.0,
+            process_cpu_secs: Some(cpu_secs),
+            reports_per_cpu_sec: Some(1000.0 / cpu_secs),
+            redis_cpu_secs: (trains > 10).then_some(0.0),
+            counted: 1000,
+            train_memory: TrainMemory::default(),
         }
     }
 
@@ -445,6 +503,7 @@ pub(crate) mod tests {
                 Some(true),
                 Some(false),
                 Some(true),
+                Some(false),
                 Some(true),
                 Some(true),
                 Some(true),
@@ -452,6 +511,7 @@ pub(crate) mod tests {
             ]
         );
         assert_eq!(r.targets[0].measured, "0.40 (40000/s of 100000/s)");
+        assert_eq!(r.targets[3].measured, "0.50x (200000/s vs 400000/s)");
         assert!((r.ratios.sparse_over_firehose - 0.75).abs() < 1e-9);
     }
 
