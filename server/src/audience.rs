@@ -14,10 +14,14 @@
 //!   first), so a flood of queries costs bounded memory.
 //!
 //! A viewer counts once per train whatever it does, and the reporting
-//! connection never counts itself. The counts are per server process: a
-//! number that encourages riders is not worth a Redis write per query and a
-//! heartbeat per watch, so with several servers each one counts the riders
-//! connected to it (a server behind a balancer sees about its share).
+//! connection never counts itself. Each server counts exactly the riders
+//! connected to it; those of the other servers of the deployment are added
+//! as [`share`] last exchanged them (every couple of seconds, in Redis): a
+//! number that encourages riders is not worth a Redis call per query or per
+//! report, and riders of different servers are different connections, so
+//! the servers' counts add up.
+
+pub mod share;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -68,6 +72,21 @@ struct State {
     order: VecDeque<(Instant, TripKey, Viewer)>,
     /// Pairs in `answered`.
     pairs: usize,
+    /// Viewers per train on the other servers (route watchers apart).
+    remote_trips: HashMap<TripKey, u32>,
+    /// Route watchers per route on the other servers.
+    remote_routes: HashMap<String, u32>,
+}
+
+/// One server's viewer counts, as exchanged between servers.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Counts {
+    /// Distinct viewers per train (canonical trip key) that watch no route:
+    /// route watchers are counted once, under their route, so that a
+    /// viewer is never counted twice.
+    pub trips: HashMap<String, u32>,
+    /// Distinct viewers watching each route.
+    pub routes: HashMap<String, u32>,
 }
 
 /// The per-process register of viewers; cheap to clone.
@@ -197,7 +216,65 @@ impl Audience {
                 count -= 1;
             }
         }
-        u32::try_from(count).unwrap_or(u32::MAX)
+        let remote = state.remote_trips.get(trip).copied().unwrap_or(0)
+            + state.remote_routes.get(route).copied().unwrap_or(0);
+        u32::try_from(count)
+            .unwrap_or(u32::MAX)
+            .saturating_add(remote)
+    }
+
+    /// This server's own viewers, per train and per route, to share.
+    pub fn counts(&self, now: Instant) -> Counts {
+        let mut state = self.lock();
+        self.expire(&mut state, now);
+        let on_a_route: std::collections::HashSet<Viewer> = state
+            .routes
+            .values()
+            .flat_map(|w| w.keys().copied())
+            .collect();
+        let mut trips: HashMap<&TripKey, std::collections::HashSet<Viewer>> = HashMap::new();
+        for (trip, watchers) in &state.trips {
+            trips.entry(trip).or_default().extend(watchers.keys());
+        }
+        for (trip, answered) in &state.answered {
+            trips.entry(trip).or_default().extend(answered.keys());
+        }
+        Counts {
+            trips: trips
+                .into_iter()
+                .map(|(trip, viewers)| {
+                    let n = viewers.iter().filter(|v| !on_a_route.contains(v)).count();
+                    (trip.canonical(), u32::try_from(n).unwrap_or(u32::MAX))
+                })
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+            routes: state
+                .routes
+                .iter()
+                .map(|(route, w)| (route.clone(), u32::try_from(w.len()).unwrap_or(u32::MAX)))
+                .collect(),
+        }
+    }
+
+    /// Replaces what the other servers see by the sum of their `counts`.
+    pub fn set_remote(&self, counts: impl IntoIterator<Item = Counts>) {
+        let mut trips: HashMap<TripKey, u32> = HashMap::new();
+        let mut routes: HashMap<String, u32> = HashMap::new();
+        for c in counts {
+            for (trip, n) in c.trips {
+                if let Some(trip) = TripKey::from_canonical(&trip) {
+                    let total = trips.entry(trip).or_default();
+                    *total = total.saturating_add(n);
+                }
+            }
+            for (route, n) in c.routes {
+                let total = routes.entry(route).or_default();
+                *total = total.saturating_add(n);
+            }
+        }
+        let mut state = self.lock();
+        state.remote_trips = trips;
+        state.remote_routes = routes;
     }
 
     /// Drops the answers older than the window.
@@ -394,6 +471,34 @@ mod tests {
         let state = audience.lock();
         assert!(state.pairs <= 50, "{}", state.pairs);
         assert!(state.order.len() <= 2 * 50 + 64, "{}", state.order.len());
+    }
+
+    #[test]
+    fn shared_counts_never_count_a_viewer_twice_and_add_up() {
+        let audience = Audience::default();
+        let now = Instant::now();
+        let (t1, t2) = (trip("T1"), trip("T2"));
+        let _a = audience.watching(peer(1), vec![t1.clone()], String::new());
+        let _b = audience.watching(peer(2), vec![t1.clone()], "B".into());
+        audience.answered(peer(1), [&t1, &t2], now);
+        audience.answered(peer(3), [&t1], now);
+        let counts = audience.counts(now);
+        // peer 2 watches route B: counted there only.
+        assert_eq!(counts.trips.get(&t1.canonical()), Some(&2));
+        assert_eq!(counts.trips.get(&t2.canonical()), Some(&1));
+        assert_eq!(counts.routes.get("B"), Some(&1));
+        assert_eq!(counts.trips.len(), 2);
+
+        // Another server's audience adds to the local one.
+        let other = Audience::default();
+        other.set_remote([counts.clone(), counts]);
+        assert_eq!(other.helping(&t1, "B", None, now), 6);
+        assert_eq!(other.helping(&t1, "", None, now), 4);
+        assert_eq!(other.helping(&t2, "C", None, now), 2);
+        let _c = other.watching(peer(9), vec![t2.clone()], String::new());
+        assert_eq!(other.helping(&t2, "C", None, now), 3);
+        other.set_remote([]);
+        assert_eq!(other.helping(&t2, "C", None, now), 1);
     }
 
     #[test]

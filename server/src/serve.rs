@@ -85,6 +85,12 @@ pub async fn run(
     let audience = crate::audience::Audience::default();
     let (contributions, contributions_task) =
         crate::contributions::spawn(store.clone(), config.write_queue);
+    let audience_task = tokio::spawn(crate::audience::share::run(
+        audience.clone(),
+        store.clone(),
+        crate::audience::share::PERIOD,
+        token.clone(),
+    ));
     let ingest = Ingest::new(
         IngestConfig {
             limits: config.limits(),
@@ -203,6 +209,7 @@ pub async fn run(
         writers.abort_all();
     }
     let _ = tokio::time::timeout_at(deadline, contributions_task).await;
+    let _ = tokio::time::timeout_at(deadline, audience_task).await;
     let _ = tokio::time::timeout_at(deadline, hub_task).await;
     let _ = tokio::time::timeout_at(deadline, health_task).await;
     tracing::info!("crowd server stopped");

@@ -2,7 +2,8 @@
 //! an ACCEPTED ack says how many riders are looking at the train (watchers,
 //! live-page viewers, recent queries; each connection once, the reporter's
 //! own never) and how many reports the device has made, a count that
-//! survives a server restart; other acks say 0 for both.
+//! survives a server restart; other acks say 0 for both. Riders connected
+//! to another server of the deployment count too.
 
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,7 @@ use crowd_proto::pb::v1::{
 };
 
 use crate::helpers::{eventually, report, trip};
+use crate::ingest::TestServer;
 
 const TRAIN: &str = "NUDGE-1";
 const SECRET: &str = "nudge-test-secret";
@@ -300,6 +302,68 @@ async fn accepted_acks_tell_riders_who_they_help_and_how_much_they_gave() {
     assert_eq!(status(&ack), AckStatus::Accepted, "{ack:?}");
     assert_eq!(ack.contributions, 4);
     assert_eq!(ack.helping_riders, 0);
+    drop(reporter);
+    stack.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn riders_of_other_servers_count_too() {
+    let redis = RedisServer::start();
+    let stack = start(&redis.url()).await;
+    let other = TestServer::start(&redis.url()).await;
+
+    // W watches the train and V the route, both on the other server.
+    let channel = other.channel().await;
+    let mut w = OccupancyServiceClient::new(channel.clone());
+    let watch_w = w
+        .watch_occupancy(WatchOccupancyRequest {
+            trips: vec![trip(TRAIN)],
+            route_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut v = OccupancyServiceClient::new(other.channel().await);
+    let _watch_v = v
+        .watch_occupancy(WatchOccupancyRequest {
+            trips: Vec::new(),
+            route_id: "B".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    // R reports to the first server until the exchange has carried them.
+    let mut reporter = Rider::connect(&stack).await;
+    let mut sent = 0;
+    let mut helping_until = async |want: u32, what: &str| {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            sent += 1;
+            // A new device each time, below any rate limit.
+            let id = format!("r-{sent}");
+            let ack = reporter
+                .submit(report(&id, &id, TRAIN, 1, CrowdingLevel::Full))
+                .await;
+            assert_eq!(status(&ack), AckStatus::Accepted, "{ack:?}");
+            if ack.helping_riders == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {} riders, want {want}",
+                ack.helping_riders
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    helping_until(2, "riders of the other server").await;
+    drop(watch_w);
+    helping_until(1, "after W left").await;
+    // A server that stops withdraws its riders at once.
+    drop((w, v));
+    other.stop().await;
+    helping_until(0, "after the other server stopped").await;
     drop(reporter);
     stack.shutdown().await.expect("clean shutdown");
 }
