@@ -55,6 +55,16 @@ pub struct Config {
     /// Serve Prometheus metrics on this address (`GET /metrics`); none by default.
     #[arg(long, env = "CROWD_AGG_METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Local time of the network, in minutes ahead of UTC (e.g. 60 for
+    /// Paris in winter): "busier than usual" compares hours of the week in
+    /// local time.
+    #[arg(
+        long,
+        env = "CROWD_UTC_OFFSET_MINS",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    pub utc_offset_mins: i32,
     /// A pending entry delivered this many times without being committed
     /// (its batch keeps failing) is moved to the partition's dead-letter
     /// stream instead of being tried again.

@@ -27,6 +27,7 @@ pub mod reputation;
 mod admission;
 mod backoff;
 pub mod baseline;
+mod baseline_store;
 mod commit;
 mod exposition;
 mod lease;

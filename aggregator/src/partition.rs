@@ -9,6 +9,8 @@ use std::collections::{BTreeMap, HashMap};
 use crowd_proto::domain::TripKey;
 use crowd_proto::pb::store::TrainState;
 
+use crate::baseline_store::TrainMemo;
+
 /// Where the partition's reader stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
@@ -42,6 +44,8 @@ pub(crate) struct Train {
     /// Reports of the batch in hand flagged as suspicious, by reason: written
     /// with the batch's commit (so they count once), then cleared.
     pub(crate) flags: BTreeMap<&'static str, u64>,
+    /// What comparing with the route's usual occupancy needs to remember.
+    pub(crate) memo: TrainMemo,
 }
 
 impl Partition {

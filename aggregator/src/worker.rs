@@ -23,6 +23,7 @@ use crowd_proto::pb::store::{StoredReport, TrainState};
 
 use crate::admission::{DeadLetter, admit};
 use crate::backoff::Backoff;
+use crate::baseline_store::{Baselines, TrainMemo};
 use crate::commit::{TrainWrite, WriteError, Writer, indexable};
 use crate::estimator::{self, Applied, Params};
 use crate::lease::Leases;
@@ -81,6 +82,9 @@ pub(crate) struct Worker {
     next_lease_at: Instant,
     next_sweep_at: Instant,
     next_refresh_at: Instant,
+    /// The usual occupancy of the routes published, to compare estimates with.
+    baselines: Baselines,
+    next_baseline_flush_at: Instant,
     backoff: Backoff,
 }
 
@@ -111,6 +115,7 @@ impl Worker {
         let layout = Layout::new(config.partitions);
         let now = Instant::now();
         let leases = Leases::new(config.lease_ttl());
+        let utc_offset_secs = config.utc_offset_mins.saturating_mul(60);
         Ok(Some(Worker {
             params: config.estimator_params(),
             membership: Membership::new(leases.instance().to_owned(), config.lease_ttl()),
@@ -129,6 +134,8 @@ impl Worker {
             next_lease_at: now,
             next_sweep_at: now,
             next_refresh_at: now,
+            baselines: Baselines::new(utc_offset_secs),
+            next_baseline_flush_at: now + crate::baseline_store::FLUSH_INTERVAL,
             backoff,
         }))
     }
@@ -292,6 +299,7 @@ impl Worker {
             }
         }
         self.share_reputation().await;
+        self.flush_baselines().await;
         match first_error {
             Some(e) => Err(CycleError::Redis(e)),
             None => Ok(()),
@@ -429,6 +437,41 @@ impl Worker {
         }
     }
 
+    /// Reads the baselines of the routes of partition `k`'s `trains` not in
+    /// memory. Soft state: on failure their estimates say nothing about the
+    /// usual for now, and they are read again next time.
+    async fn load_baselines(&mut self, k: u16, trains: &BTreeSet<String>) {
+        let Some(partition) = self.owned.get(&k) else {
+            return;
+        };
+        let routes: BTreeSet<String> = trains
+            .iter()
+            .filter_map(|key| partition.trains.get(key))
+            .map(|t| t.state.route_id.clone())
+            .collect();
+        let loaded = self
+            .baselines
+            .load(&mut self.cmd, routes.iter().map(String::as_str))
+            .await;
+        if let Err(e) = loaded {
+            metrics::counter!(telemetry::REDIS_ERRORS).increment(1);
+            tracing::warn!(error = %e, "cannot read route baselines");
+        }
+    }
+
+    /// Writes the baselines' changed cells back, every
+    /// [`FLUSH_INTERVAL`](crate::baseline_store::FLUSH_INTERVAL) (best effort).
+    async fn flush_baselines(&mut self) {
+        if Instant::now() < self.next_baseline_flush_at {
+            return;
+        }
+        self.next_baseline_flush_at = Instant::now() + crate::baseline_store::FLUSH_INTERVAL;
+        if let Err(e) = self.baselines.flush(&mut self.cmd).await {
+            metrics::counter!(telemetry::REDIS_ERRORS).increment(1);
+            tracing::warn!(error = %e, "cannot write route baselines");
+        }
+    }
+
     /// Adds this batch's reputation changes to the shared scores (best effort).
     async fn share_reputation(&mut self) {
         if self.reputation_changes.is_empty() {
@@ -481,6 +524,7 @@ impl Worker {
                     touched_ms: 0,
                     published: false,
                     flags: BTreeMap::new(),
+                    memo: TrainMemo::default(),
                 },
             );
         }
@@ -497,6 +541,7 @@ impl Worker {
         acks: &[String],
         now: i64,
     ) -> Result<(), redis::RedisError> {
+        self.load_baselines(k, touched).await;
         let Some(partition) = self.owned.get_mut(&k) else {
             return Ok(());
         };
@@ -507,7 +552,11 @@ impl Worker {
                 continue;
             };
             estimator::prune(&mut train.state, now, &self.params);
-            let estimate = estimator::estimate(&train.state, now, &self.params, &self.reputation);
+            let mut estimate =
+                estimator::estimate(&train.state, now, &self.params, &self.reputation);
+            if let Some(e) = estimate.as_mut() {
+                e.usual_comparison = self.baselines.judge(e, now, &mut train.memo) as i32;
+            }
             let position = estimate
                 .as_ref()
                 .and_then(|e| e.position)
@@ -747,6 +796,8 @@ impl Worker {
 
     /// Hands our partitions over at shutdown instead of letting leases lapse.
     async fn release_all(&mut self) {
+        self.next_baseline_flush_at = Instant::now();
+        self.flush_baselines().await;
         if let Err(e) = self.membership.leave(&mut self.cmd).await {
             tracing::warn!(error = %e, "cannot leave the fleet; the entry will lapse");
         }

@@ -18,6 +18,7 @@
 //! | `crowd:{k}:geo` | geo set | aggregator | last known position of each active train |
 //! | `crowd:{k}:lease` | string | aggregator | owner token of partition k (fencing) |
 //! | `crowd:{k}:fence` | counter | aggregator | source of monotonically rising lease tokens |
+//! | `crowd:baseline:<route>` | hash | aggregator | usual occupancy by hour of the week (field: hour, value: `BaselineCell`) |
 //! | `crowd:reputation` | hash | aggregator | device trust scores (field: device hash, hex) |
 //! | `crowd:aggregators` | zset | aggregator | live aggregators (member: instance id, score: expiry ms) |
 //! | `crowd:audience:servers` | zset | server | servers sharing their viewer counts, by last exchange (ms) |
@@ -43,6 +44,12 @@ pub const ESTIMATE_FIELD: &str = "e";
 /// Hash of device reputation scores, shared by all partitions: soft state
 /// (field: the device hash as 16 hex digits, value: the score).
 pub const REPUTATION: &str = "crowd:reputation";
+/// The usual occupancy of a route by hour of the week: a hash (field: the
+/// hour of the week, value: an encoded `BaselineCell`), soft state shared
+/// by all aggregators.
+pub fn baseline(route_id: &str) -> String {
+    format!("crowd:baseline:{route_id}")
+}
 /// Live aggregators, so each knows its share of the partitions (member: the
 /// instance id, score: when its announcement expires, ms).
 pub const AGGREGATORS: &str = "crowd:aggregators";

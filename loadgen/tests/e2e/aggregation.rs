@@ -774,3 +774,102 @@ async fn device_reputation_is_learnt_and_shared_through_redis() {
     assert!(scores[1].is_some_and(|s| s > 0.0), "{scores:?}");
     assert!(scores[2].is_some_and(|s| s < 0.0), "{scores:?}");
 }
+
+#[tokio::test]
+async fn estimates_say_how_they_compare_with_the_usual_and_feed_the_baseline() {
+    use crowd_aggregator::baseline::hour_of_week;
+    use crowd_proto::pb::store::BaselineCell;
+    use crowd_proto::pb::v1::UsualComparison;
+    use prost::Message;
+
+    let redis = RedisServer::start();
+    let mut con = connect(&redis).await;
+    // Route B is usually a quarter full at this hour (and the next, should
+    // the test straddle an hour).
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let hours = [hour_of_week(now_ms, 0), hour_of_week(now_ms + 3_600_000, 0)];
+    let usual = BaselineCell {
+        hour_of_week: 0,
+        mean: 25.0,
+        deviation: 5.0,
+        samples: 40,
+    };
+    for hour in hours {
+        let cell = BaselineCell {
+            hour_of_week: hour,
+            ..usual
+        };
+        let _: () = redis::cmd("HSET")
+            .arg(crowd_proto::layout::baseline("B"))
+            .arg(hour)
+            .arg(cell.encode_to_vec())
+            .query_async(&mut con)
+            .await
+            .expect("HSET baseline");
+    }
+    // A crowded train of route B, and one of a route with no history.
+    let busy = trip("AGG-BUSY");
+    let mut fresh = Vec::new();
+    for device in 1..=4 {
+        append(
+            &mut con,
+            &stored(&format!("busy-{device}"), device, &busy, 1, Level::Full),
+        )
+        .await;
+        let mut other = stored(
+            &format!("new-{device}"),
+            device,
+            &trip("AGG-NEWROUTE"),
+            1,
+            Level::Full,
+        );
+        other.route_id = "NEW".into();
+        fresh.push(other);
+    }
+    append_all(&mut con, &fresh).await;
+
+    let aggregator = spawn(config(&redis, &[]));
+    eventually("both estimates", Duration::from_secs(5), || {
+        let mut con = con.clone();
+        async move {
+            estimate_of(&mut con, &trip("AGG-BUSY")).await.is_some()
+                && estimate_of(&mut con, &trip("AGG-NEWROUTE")).await.is_some()
+        }
+    })
+    .await;
+    let busy_estimate = estimate_of(&mut con, &busy).await.unwrap();
+    assert_eq!(
+        busy_estimate.usual_comparison,
+        UsualComparison::Busier as i32,
+        "{busy_estimate:?}"
+    );
+    let new_route = estimate_of(&mut con, &trip("AGG-NEWROUTE")).await.unwrap();
+    assert_eq!(
+        new_route.usual_comparison,
+        UsualComparison::Unspecified as i32
+    );
+    aggregator.shutdown().await.expect("clean shutdown");
+
+    // Confident estimates were recorded into the baselines, written back at
+    // the latest on shutdown.
+    let cells: std::collections::HashMap<u32, Vec<u8>> = redis::cmd("HGETALL")
+        .arg(crowd_proto::layout::baseline("B"))
+        .query_async(&mut con)
+        .await
+        .expect("HGETALL");
+    let recorded: u32 = cells
+        .values()
+        .map(|b| BaselineCell::decode(b.as_slice()).unwrap().samples)
+        .sum();
+    if busy_estimate.confidence >= crowd_aggregator::baseline::MIN_CONFIDENCE {
+        assert_eq!(recorded, 81, "one more sample on top of the 2 × 40");
+    } else {
+        assert_eq!(recorded, 80);
+    }
+    let new_cells: std::collections::HashMap<u32, Vec<u8>> = redis::cmd("HGETALL")
+        .arg(crowd_proto::layout::baseline("NEW"))
+        .query_async(&mut con)
+        .await
+        .expect("HGETALL");
+    assert!(new_cells.len() <= 1, "{new_cells:?}");
+}

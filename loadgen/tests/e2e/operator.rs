@@ -431,7 +431,7 @@ async fn trains_with_suspicious_reports_are_listed_in_the_abuse_stats() {
         assert_eq!(ack.status, AckStatus::Accepted as i32, "{}", ack.reason);
     }
 
-    let mut client = operator(&stack).await;
+    let client = operator(&stack).await;
     let auth = bearer();
     let flagged = eventually(Duration::from_secs(10), || {
         let mut client = client.clone();

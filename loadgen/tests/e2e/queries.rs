@@ -15,7 +15,7 @@ use crowd_proto::layout::{ESTIMATE_FIELD, Layout};
 use crowd_proto::pb::v1::occupancy_service_client::OccupancyServiceClient;
 use crowd_proto::pb::v1::{
     CarEstimate, CrowdingLevel, EstimateSource, GeoPoint, GetOccupancyRequest, OccupancyEstimate,
-    SearchNearbyRequest, TripRef, WatchOccupancyRequest,
+    SearchNearbyRequest, TripRef, UsualComparison, WatchOccupancyRequest,
 };
 
 use crate::ingest::{TestServer, trip};
@@ -114,6 +114,7 @@ fn estimate(
         }),
         newest_report_at: Some(now),
         source: EstimateSource::Crowd as i32,
+        usual_comparison: UsualComparison::Busier as i32,
     }
 }
 

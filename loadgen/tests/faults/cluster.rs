@@ -55,10 +55,13 @@ async fn a_three_master_cluster_with_two_servers_and_two_aggregators_estimates_l
     }
 }
 
+/// (carriage, level, percentage, reporters) of one car.
+type CarSummary = (u32, i32, u32, u32);
+
 /// What must be equal between the runs: levels, percentages and reporters
 /// of the train and of every car (confidence fades with the seconds between
 /// the runs, so it is compared with a tolerance).
-fn summary(e: &OccupancyEstimate) -> (i32, u32, u32, Vec<(u32, i32, u32, u32)>) {
+fn summary(e: &OccupancyEstimate) -> (i32, u32, u32, Vec<CarSummary>) {
     (
         e.level,
         e.occupancy_percentage,
