@@ -16,7 +16,7 @@ use tonic::transport::Channel;
 
 use crowd_loadgen::redis_process::RedisServer;
 use crowd_loadgen::stack::{Stack, StackOptions};
-use crowd_proto::domain::DeviceHasher;
+use crowd_proto::domain::{DeviceHasher, TripKey};
 use crowd_proto::layout;
 use crowd_proto::pb::v1::occupancy_service_client::OccupancyServiceClient;
 use crowd_proto::pb::v1::report_service_client::ReportServiceClient;
@@ -365,5 +365,52 @@ async fn riders_of_other_servers_count_too() {
     other.stop().await;
     helping_until(0, "after the other server stopped").await;
     drop(reporter);
+    stack.shutdown().await.expect("clean shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_count_that_fails_never_fails_the_report() {
+    let redis = RedisServer::start();
+    let stack = start(&redis.url()).await;
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // A counter Redis refuses to increment (WRONGTYPE).
+    let key = layout::contributions(DeviceHasher::new(SECRET).hash("broken"));
+    let () = redis::cmd("HSET")
+        .arg(&key)
+        .arg("not")
+        .arg("a counter")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let mut rider = Rider::connect(&stack).await;
+    let ack = rider
+        .submit(report("b-1", "broken", TRAIN, 1, CrowdingLevel::Full))
+        .await;
+    assert_eq!(status(&ack), AckStatus::Accepted, "{ack:?}");
+    assert_eq!(ack.contributions, 0, "{ack:?}");
+    let t = trip(TRAIN);
+    let layout = layout::Layout::new(layout::DEFAULT_PARTITIONS);
+    let stream = layout.reports(layout.partition_of(&TripKey {
+        trip_id: t.trip_id,
+        start_date: t.start_date,
+    }));
+    let stored: u64 = redis::cmd("XLEN")
+        .arg(&stream)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(stored, 1, "the report is stored all the same");
+
+    // Other devices are counted as usual.
+    let ack = rider
+        .submit(report("f-1", "fine", TRAIN, 1, CrowdingLevel::Full))
+        .await;
+    assert_eq!((status(&ack), ack.contributions), (AckStatus::Accepted, 1));
+    drop(rider);
     stack.shutdown().await.expect("clean shutdown");
 }
