@@ -140,11 +140,28 @@ async fn flush(store: &Store, batch: &mut Vec<Count>) {
             .arg(CONTRIBUTIONS_TTL_SECS)
             .ignore();
     }
-    match store.pipeline::<Vec<i64>>("INCRBY", &pipe).await {
-        Ok(totals) if totals.len() == devices.len() => {
+    // One device's refused command (say a key of the wrong type) costs
+    // only that device's counts.
+    pipe.ignore_errors();
+    match store
+        .pipeline::<Vec<redis::RedisResult<i64>>>("INCRBY", &pipe)
+        .await
+    {
+        Ok(replies) if replies.len() == devices.len() => {
+            let totals: Vec<Option<i64>> = replies
+                .into_iter()
+                .zip(&devices)
+                .map(|(reply, (device, _))| {
+                    reply
+                        .inspect_err(|error| {
+                            tracing::debug!(%error, device = %format!("{device:016x}"), "contribution count refused");
+                        })
+                        .ok()
+                })
+                .collect();
             let running = running_totals(&items, &devices, &totals);
             for (count, total) in batch.drain(..).zip(running) {
-                if let Some(tx) = count.total {
+                if let (Some(tx), Some(total)) = (count.total, total) {
                     // The ack may have left already, without it.
                     let _ = tx.send(total);
                 }
@@ -183,19 +200,24 @@ fn net_deltas(items: &[(u64, i64)]) -> Vec<(u64, i64)> {
 
 /// The total of each item's device right after that item, as if the items
 /// had been applied one by one: `totals` are the devices' totals after the
-/// whole batch, in the order of `devices` (their net changes).
-fn running_totals(items: &[(u64, i64)], devices: &[(u64, i64)], totals: &[i64]) -> Vec<u64> {
+/// whole batch, in the order of `devices` (their net changes); `None` for a
+/// device whose count failed, and for its items.
+fn running_totals(
+    items: &[(u64, i64)],
+    devices: &[(u64, i64)],
+    totals: &[Option<i64>],
+) -> Vec<Option<u64>> {
     let mut running: HashMap<u64, i64> = devices
         .iter()
         .zip(totals)
-        .map(|(&(device, delta), &total)| (device, total - delta))
+        .filter_map(|(&(device, delta), total)| Some((device, (*total)? - delta)))
         .collect();
     items
         .iter()
         .map(|&(device, delta)| {
-            let total = running.entry(device).or_default();
+            let total = running.get_mut(&device)?;
             *total += delta;
-            (*total).max(0) as u64
+            Some((*total).max(0) as u64)
         })
         .collect()
 }
@@ -226,10 +248,15 @@ mod tests {
         let items = [(7, 1), (8, 1), (7, 1), (7, -1), (8, 1), (7, 1)];
         let devices = net_deltas(&items);
         assert_eq!(devices, vec![(7, 2), (8, 2)]);
-        let totals = [12, 2];
+        let totals = [Some(12), Some(2)];
         assert_eq!(
             running_totals(&items, &devices, &totals),
-            vec![11, 1, 12, 11, 2, 12]
+            [11, 1, 12, 11, 2, 12].map(Some)
+        );
+        // Device 8's count failed: its reports get none, 7's are unchanged.
+        assert_eq!(
+            running_totals(&items, &devices, &[Some(12), None]),
+            [Some(11), None, Some(12), Some(11), None, Some(12)]
         );
     }
 }
