@@ -19,7 +19,8 @@
 //! - **Jumps.** A device whose fix is farther from its own previous fix on
 //!   the same train than [`MAX_SPEED_MPS`] allows in the time between them
 //!   (beyond both fixes' accuracy) teleported: a spoofed or replayed
-//!   position. The report keeps [`JUMP_FACTOR`] of its weight.
+//!   position. The report keeps [`JUMP_FACTOR`] of its weight. (The speed
+//!   scales with the half-life like the rest, [`max_speed_mps`].)
 //!
 //! The reference window and the grace scale with the half-life, so a
 //! compressed simulation (shorter half-life) judges like service does.
@@ -129,6 +130,7 @@ pub fn assess(report: &StoredReport, fixes: &[Fix], half_life_ms: i64) -> Assess
                 f.observed_at_ms,
                 (p.latitude, p.longitude, p.accuracy_m),
                 report.observed_at_ms,
+                max_speed_mps(half_life_ms),
             )
         })
     });
@@ -177,9 +179,24 @@ pub fn implied_speed_mps(
     speed.is_finite().then_some(speed)
 }
 
-/// Whether moving from fix `a` to fix `b` took more than [`MAX_SPEED_MPS`].
-pub fn jumped(a: (f64, f64, f32), a_ms: i64, b: (f64, f64, f32), b_ms: i64) -> bool {
-    implied_speed_mps(a, a_ms, b, b_ms).is_some_and(|v| v > MAX_SPEED_MPS)
+/// Whether moving from fix `a` to fix `b` took more than `max_speed_mps`
+/// ([`MAX_SPEED_MPS`] in service).
+pub fn jumped(
+    a: (f64, f64, f32),
+    a_ms: i64,
+    b: (f64, f64, f32),
+    b_ms: i64,
+    max_speed_mps: f64,
+) -> bool {
+    implied_speed_mps(a, a_ms, b, b_ms).is_some_and(|v| v > max_speed_mps)
+}
+
+/// [`MAX_SPEED_MPS`] for a half-life of `half_life_ms`: in a simulation
+/// compressed so that the half-life is shorter than in service, trains
+/// cover their distances faster by the same factor.
+pub fn max_speed_mps(half_life_ms: i64) -> f64 {
+    let service = crate::estimator::DEFAULT_HALF_LIFE_MS as f64;
+    MAX_SPEED_MPS * (service / half_life_ms.max(1) as f64).max(1.0)
 }
 
 /// The share of weight kept by a fix at `p` when the train is at
@@ -362,14 +379,32 @@ pub mod devices {
     }
 
     /// Each device's last few reports across trains, bounded.
-    #[derive(Debug, Default, Clone)]
+    #[derive(Debug, Clone)]
     pub struct DeviceTracker {
         devices: HashMap<u64, Vec<Seen>>,
+        /// Speed beyond which a device jumped ([`super::max_speed_mps`]).
+        max_speed_mps: f64,
+    }
+
+    impl Default for DeviceTracker {
+        fn default() -> Self {
+            DeviceTracker::new()
+        }
     }
 
     impl DeviceTracker {
+        /// A tracker for service ([`super::MAX_SPEED_MPS`]).
         pub fn new() -> DeviceTracker {
-            DeviceTracker::default()
+            DeviceTracker::with_half_life(crate::estimator::DEFAULT_HALF_LIFE_MS)
+        }
+
+        /// A tracker for an aggregator running with `half_life_ms` (a
+        /// compressed simulation moves its trains faster).
+        pub fn with_half_life(half_life_ms: i64) -> DeviceTracker {
+            DeviceTracker {
+                devices: HashMap::new(),
+                max_speed_mps: super::max_speed_mps(half_life_ms),
+            }
         }
 
         /// Devices remembered.
@@ -402,7 +437,9 @@ pub mod devices {
                     .iter()
                     .filter_map(|s| s.fix.map(|f| (f, s.observed_at_ms)))
                     .min_by_key(|(_, at)| at.abs_diff(seen.observed_at_ms));
-                nearest.is_some_and(|(f, at)| jumped(f, at, fix, seen.observed_at_ms))
+                nearest.is_some_and(|(f, at)| {
+                    jumped(f, at, fix, seen.observed_at_ms, self.max_speed_mps)
+                })
             });
             let mut trains: Vec<u64> = history
                 .iter()
@@ -689,9 +726,12 @@ mod tests {
         let c = (CHL.0 + 0.1, CHL.1, 20.0);
         let v = implied_speed_mps(a, T, c, T + 10_000).unwrap();
         assert!(v > 1_000.0 && v < 1_120.0, "{v}");
-        assert!(jumped(a, T, c, T + 10_000));
+        assert!(jumped(a, T, c, T + 10_000, MAX_SPEED_MPS));
         // The same distance in ten minutes is a train.
-        assert!(!jumped(a, T, c, T + 600_000));
+        assert!(!jumped(a, T, c, T + 600_000, MAX_SPEED_MPS));
+        // In a simulation compressed 30 times, 1 km/s is a fast train.
+        assert!(!jumped(a, T, c, T + 10_000, max_speed_mps(3_000)));
+        assert_eq!(max_speed_mps(1_000_000), MAX_SPEED_MPS);
         // Order of the fixes does not matter; invalid fixes say nothing.
         assert_eq!(
             implied_speed_mps(c, T + 10_000, a, T),
