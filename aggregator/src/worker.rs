@@ -30,6 +30,7 @@ use crate::lease::Leases;
 use crate::membership::Membership;
 use crate::partition::{Partition, Phase, Train};
 use crate::plausibility;
+use crate::plausibility::devices::DeviceTracker;
 use crate::reputation::{Reputation, judge};
 use crate::reputation_store::ReputationStore;
 use crate::stream::{self, Entry, From};
@@ -75,6 +76,9 @@ pub(crate) struct Worker {
     reputation: Reputation,
     /// Where reputation is shared with other aggregators and restarts.
     reputation_store: ReputationStore,
+    /// Each device's last reports across the trains we own: position jumps
+    /// and one device on many trains at once.
+    devices: DeviceTracker,
     /// Score changes not yet added to the shared scores.
     reputation_changes: HashMap<u64, f64>,
     /// Non-empty batches read so far (for fault injection).
@@ -116,6 +120,7 @@ impl Worker {
         let now = Instant::now();
         let leases = Leases::new(config.lease_ttl());
         let utc_offset_secs = config.utc_offset_mins.saturating_mul(60);
+        let half_life_ms = config.estimator_params().half_life_ms;
         Ok(Some(Worker {
             params: config.estimator_params(),
             membership: Membership::new(leases.instance().to_owned(), config.lease_ttl()),
@@ -130,6 +135,7 @@ impl Worker {
             reputation: Reputation::new(),
             reputation_store: ReputationStore::new(),
             reputation_changes: HashMap::new(),
+            devices: DeviceTracker::with_half_life(half_life_ms),
             batches: 0,
             next_lease_at: now,
             next_sweep_at: now,
@@ -374,10 +380,16 @@ impl Worker {
             };
             let assessment =
                 plausibility::assess(r, &train.state.recent_fixes, self.params.half_life_ms);
-            match estimator::apply(&mut train.state, r, &self.params) {
+            let signals = self.devices.observe(r);
+            match estimator::apply_with_factor(&mut train.state, r, &self.params, signals.factor())
+            {
                 Applied::Counted => {
                     counted += 1;
-                    for flag in assessment.flags() {
+                    // A jump may be seen on this train and across trains: once.
+                    let mut raised: Vec<_> = assessment.flags().chain(signals.flags()).collect();
+                    raised.sort_unstable();
+                    raised.dedup();
+                    for flag in raised {
                         *train.flags.entry(flag.label()).or_default() += 1;
                         *flagged.entry(flag.label()).or_default() += 1;
                     }

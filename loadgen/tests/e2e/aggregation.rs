@@ -873,3 +873,79 @@ async fn estimates_say_how_they_compare_with_the_usual_and_feed_the_baseline() {
         .expect("HGETALL");
     assert!(new_cells.len() <= 1, "{new_cells:?}");
 }
+
+#[tokio::test]
+async fn a_device_on_many_trains_or_jumping_is_flagged_on_its_trains() {
+    let redis = RedisServer::start();
+    let mut con = connect(&redis).await;
+    let trains: Vec<TripKey> = (0..3).map(|i| trip(&format!("AGG-MANY-{i}"))).collect();
+    // Device 7 reports on three trains within seconds: no rider can.
+    let everywhere: Vec<Report> = trains
+        .iter()
+        .enumerate()
+        .map(|(i, t)| stored(&format!("many-{i}"), 7, t, 1, Level::Full))
+        .collect();
+    append_all(&mut con, &everywhere).await;
+    // Device 8 is in Paris, then 400 km away a second later, on one train.
+    let jumper = trip("AGG-JUMP");
+    let mut here = stored("jump-1", 8, &jumper, 1, Level::Empty);
+    here.position = Some(Position {
+        latitude: 48.8809,
+        longitude: 2.3553,
+        accuracy_m: 10.0,
+    });
+    let mut there = stored("jump-2", 8, &jumper, 2, Level::Empty);
+    there.observed_at = here.observed_at + chrono::Duration::seconds(1);
+    there.position = Some(Position {
+        latitude: 45.76,
+        longitude: 4.83,
+        accuracy_m: 10.0,
+    });
+    append_all(&mut con, &[here, there]).await;
+
+    let aggregator = spawn(config(&redis, &[]));
+    let flags_of = |t: TripKey| {
+        let mut con = con.clone();
+        async move {
+            let k = layout().partition_of(&t);
+            let flags: std::collections::HashMap<String, u64> = redis::cmd("HGETALL")
+                .arg(layout().abuse(k, &t))
+                .query_async(&mut con)
+                .await
+                .expect("HGETALL abuse");
+            flags
+        }
+    };
+    // Whichever of its reports is judged third (partitions are read in
+    // their own order) is flagged, and only that one.
+    eventually(
+        "one of the trains is flagged",
+        Duration::from_secs(5),
+        || {
+            let trains = trains.clone();
+            async move {
+                let mut many = 0;
+                for t in trains {
+                    many += flags_of(t).await.get("many_trains").copied().unwrap_or(0);
+                }
+                many == 1
+            }
+        },
+    )
+    .await;
+    eventually("the jump is flagged", Duration::from_secs(5), || {
+        let t = jumper.clone();
+        async move { flags_of(t).await.get("position_jump") == Some(&1) }
+    })
+    .await;
+    let mut many = 0;
+    for t in &trains {
+        many += flags_of(t.clone())
+            .await
+            .get("many_trains")
+            .copied()
+            .unwrap_or(0);
+    }
+    assert_eq!(many, 1, "flagged once, not once per read");
+    aggregator.shutdown().await.expect("clean shutdown");
+}
