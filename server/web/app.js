@@ -289,7 +289,7 @@ function renderDetail() {
       el("button", { type: "button", class: "close", "aria-label": "Close", onclick: () => select(null), text: "✕" })),
     el("dl", {},
       el("dt", { text: "Crowding" }), el("dd", { id: "detail-level", "data-level": lv }, el("span", { class: `badge lv-${lv}`, text: lv ? String(lv) : "–" }), ` ${LABELS[lv]}`),
-      el("dt", { text: "Occupancy" }), el("dd", { text: `${t.percentage}%` }),
+      el("dt", { text: "Occupancy" }), el("dd", { text: t.usual ? `${t.percentage}% · ${t.usual}` : `${t.percentage}%` }),
       el("dt", { text: "Confidence" }), el("dd", { text: `${Math.round(t.confidence * 100)}%` }),
       el("dt", { text: "Reporters" }), el("dd", { text: String(t.reporters) }),
       el("dt", { text: "Newest report" }), el("dd", { id: "detail-age", text: formatAge(ageOf(entry, t.age_s)) })),

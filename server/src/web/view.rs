@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crowd_proto::codec::timestamp_to_ms;
 use crowd_proto::level::Level;
-use crowd_proto::pb::v1::{CarEstimate, OccupancyEstimate};
+use crowd_proto::pb::v1::{CarEstimate, OccupancyEstimate, UsualComparison};
 
 /// Label of an estimate whose level is unspecified.
 const NO_DATA: &str = "no data";
@@ -39,6 +39,9 @@ pub struct TrainView {
     pub cars: Vec<CarView>,
     /// Cars of the train when the route's length is configured.
     pub car_count: Option<u32>,
+    /// "busier than usual", "quieter than usual", "as usual", or `None`
+    /// while the route has too little history at this hour.
+    pub usual: Option<&'static str>,
 }
 
 /// A position, as JSON.
@@ -102,7 +105,17 @@ pub fn train(
             }),
         cars,
         car_count,
+        usual: usual(estimate.usual_comparison()),
     })
+}
+
+fn usual(comparison: UsualComparison) -> Option<&'static str> {
+    match comparison {
+        UsualComparison::Unspecified => None,
+        UsualComparison::Usual => Some("as usual"),
+        UsualComparison::Busier => Some("busier than usual"),
+        UsualComparison::Quieter => Some("quieter than usual"),
+    }
 }
 
 fn car(c: &CarEstimate, now: DateTime<Utc>) -> CarView {
@@ -166,6 +179,15 @@ mod tests {
             })
         );
         assert_eq!(view.car_count, Some(8));
+        assert_eq!(view.usual, None, "no history yet");
+        let busier = OccupancyEstimate {
+            usual_comparison: UsualComparison::Busier as i32,
+            ..estimate.clone()
+        };
+        assert_eq!(
+            train(&busier, None, now).unwrap().usual,
+            Some("busier than usual")
+        );
         let cars: Vec<(u32, &str, Option<i64>)> = view
             .cars
             .iter()
