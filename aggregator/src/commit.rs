@@ -20,9 +20,10 @@ const DEAD_MAXLEN: u64 = 10_000;
 /// estimate, abuse) per train.
 /// ARGV: token, ttl ms, updates maxlen, group, now ms, train count, estimate
 /// field, dead-letter count, dead maxlen, then per train 8 + 2m (state,
-/// estimate, has-estimate, member, has-position, lon, lat, m, then m pairs of
-/// flag reason and count), then 3 per dead letter (entry id, payload,
-/// reason), then the entry ids to acknowledge.
+/// estimate or withdrawal notice, what to do with it: `1` publish, `w`
+/// withdraw and announce, `0` withdraw silently, member, has-position, lon,
+/// lat, m, then m pairs of flag reason and count), then 3 per dead letter
+/// (entry id, payload, reason), then the entry ids to acknowledge.
 const COMMIT: &str = r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return redis.error_reply('FENCED lease lost')
@@ -46,6 +47,9 @@ for i = 1, n do
   else
     redis.call('DEL', est_key)
     redis.call('ZREM', KEYS[5], ARGV[a + 3])
+    if ARGV[a + 2] == 'w' then
+      redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*', field, ARGV[a + 1])
+    end
   end
   local flags = tonumber(ARGV[a + 7])
   for f = 1, flags do
@@ -106,6 +110,9 @@ pub(crate) struct TrainWrite {
     pub(crate) state: Vec<u8>,
     /// Encoded estimate; `None` withdraws the published one (nothing counts any more).
     pub(crate) estimate: Option<Vec<u8>>,
+    /// With no estimate: the notice telling watchers the published one is
+    /// withdrawn (an estimate without level), if one was published.
+    pub(crate) withdrawal: Option<Vec<u8>>,
     /// (longitude, latitude) for the geo index, already checked to be
     /// indexable; `None` takes the train out of the index (no fresh position).
     pub(crate) position: Option<(f64, f64)>,
@@ -190,9 +197,14 @@ impl Writer {
                 .key(l.estimate(k, &t.trip))
                 .key(l.abuse(k, &t.trip));
             let (lon, lat) = t.position.unwrap_or_default();
+            let (payload, action) = match (&t.estimate, &t.withdrawal) {
+                (Some(e), _) => (e.as_slice(), "1"),
+                (None, Some(w)) => (w.as_slice(), "w"),
+                (None, None) => (&[][..], "0"),
+            };
             inv.arg(t.state.as_slice())
-                .arg(t.estimate.as_deref().unwrap_or_default())
-                .arg(if t.estimate.is_some() { "1" } else { "0" })
+                .arg(payload)
+                .arg(action)
                 .arg(t.trip.canonical())
                 .arg(if t.position.is_some() { "1" } else { "0" })
                 .arg(lon)

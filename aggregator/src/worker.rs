@@ -15,11 +15,12 @@ use prost::Message;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crowd_proto::codec::encode_estimate;
+use crowd_proto::codec::{encode_estimate, timestamp_from_ms};
 use crowd_proto::connection::{Connection, Options, Target};
 use crowd_proto::domain::TripKey;
 use crowd_proto::layout::Layout;
 use crowd_proto::pb::store::{StoredReport, TrainState};
+use crowd_proto::pb::v1::{EstimateSource, OccupancyEstimate, TripRef};
 
 use crate::admission::{DeadLetter, admit};
 use crate::backoff::Backoff;
@@ -574,11 +575,14 @@ impl Worker {
                 .and_then(|e| e.position)
                 .map(|p| (p.longitude, p.latitude))
                 .filter(|(lon, lat)| indexable(*lon, *lat));
+            let withdrawal = (estimate.is_none() && train.published)
+                .then(|| encode_estimate(&withdrawal_notice(&train.state, now)));
             published.push((key, estimate.is_some()));
             writes.push(TrainWrite {
                 trip: train.trip.clone(),
                 state: train.state.encode_to_vec(),
                 estimate: estimate.as_ref().map(encode_estimate),
+                withdrawal,
                 position,
                 flags: std::mem::take(&mut train.flags).into_iter().collect(),
             });
@@ -834,6 +838,21 @@ async fn connect(target: &Target, timeout: Duration) -> redis::RedisResult<Conne
         retries: 1,
     };
     target.connect(options).await
+}
+
+/// What watchers are told when a train's estimate is withdrawn (no report
+/// counts any more): the train, with no level and no reporters.
+fn withdrawal_notice(state: &TrainState, now_ms: i64) -> OccupancyEstimate {
+    OccupancyEstimate {
+        trip: Some(TripRef {
+            trip_id: state.trip_id.clone(),
+            start_date: state.start_date.clone(),
+            route_id: state.route_id.clone(),
+        }),
+        updated_at: Some(timestamp_from_ms(now_ms)),
+        source: EstimateSource::Crowd as i32,
+        ..OccupancyEstimate::default()
+    }
 }
 
 fn trip_of(r: &StoredReport) -> TripKey {

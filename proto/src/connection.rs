@@ -25,7 +25,7 @@ use futures::future::try_join_all;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
+use redis::{Cmd, Pipeline, RedisFuture, RedisResult, ServerError, Value};
 
 /// How often cluster readers poll streams that had nothing new: the cost of
 /// not blocking, added at most once to a change's latency.
@@ -178,11 +178,18 @@ impl ConnectionLike for Connection {
 }
 
 /// Sends every command of `pipeline` at once, each routed to its own slot.
-/// `Pipeline::query_async` drops the ignored results itself.
+/// As on one node, a command refused by Redis is an error value in its
+/// place, not a failure of the others; `Pipeline::query_async` drops the
+/// ignored results itself.
 async fn each_on_its_own(c: ClusterConnection, pipeline: &Pipeline) -> RedisResult<Vec<Value>> {
     try_join_all(pipeline.cmd_iter().map(|cmd| {
         let mut c = c.clone();
-        async move { c.req_packed_command(cmd).await }
+        async move {
+            match c.req_packed_command(cmd).await {
+                Ok(value) => Ok(value),
+                Err(e) => ServerError::try_from(e).map(Value::ServerError),
+            }
+        }
     }))
     .await
 }

@@ -689,6 +689,23 @@ async fn estimates_without_fresh_reports_fade_out() {
         0,
         "a withdrawn train stays findable"
     );
+    // Watchers are told: the last change of the train has no level.
+    let changes: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(layout().updates(k))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut con)
+        .await
+        .expect("XRANGE updates");
+    let last = changes
+        .ids
+        .iter()
+        .map(|e| decode_estimate(&e.get::<Vec<u8>>("e").expect("field e")).expect("decodable"))
+        .rfind(|e| e.trip.as_ref().is_some_and(|r| r.trip_id == t.trip_id))
+        .expect("changes of the train");
+    assert_eq!(last.level, 0, "{last:?}");
+    assert_eq!(last.reporters, 0);
+    assert!(last.cars.is_empty());
     aggregator.shutdown().await.expect("clean shutdown");
 }
 
