@@ -7,7 +7,7 @@ pub const DUPLICATES: &str = "crowd_aggregator_duplicates_total";
 /// Entries that could not be decoded or had no valid level; acknowledged and skipped (counter).
 pub const UNDECODABLE: &str = "crowd_aggregator_undecodable_total";
 /// Entries moved to the partition's dead-letter stream, labelled by `reason`
-/// (`undecodable`, `redelivered`) (counter).
+/// (`undecodable`, `missing`, `wrong_partition`, `redelivered`) (counter).
 pub const DEAD_LETTERS: &str = "crowd_aggregator_dead_letters_total";
 /// Non-empty batches read (counter).
 pub const BATCHES: &str = "crowd_aggregator_batches_total";
@@ -28,5 +28,5 @@ pub const TRAINS_EXPIRED: &str = "crowd_aggregator_trains_expired_total";
 /// Redis errors outside commits: reads, leases, sweeps (counter).
 pub const REDIS_ERRORS: &str = "crowd_aggregator_redis_errors_total";
 /// Counted reports that lost weight as suspicious, labelled by `reason`
-/// (`far_from_train`, `late_arrival`) (counter).
+/// (`far_from_train`, `late_arrival`, `position_jump`, `many_trains`) (counter).
 pub const FLAGGED_REPORTS: &str = "crowd_aggregator_flagged_reports_total";
