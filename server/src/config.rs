@@ -111,6 +111,11 @@ pub struct Config {
     #[arg(long, env = "CROWD_MAX_STREAMS", default_value_t = 256)]
     pub max_concurrent_streams: u32,
 
+    /// Open streaming calls (report streams and watches) across all
+    /// connections; past it new ones get RESOURCE_EXHAUSTED.
+    #[arg(long, env = "CROWD_MAX_OPEN_STREAMS", default_value_t = 20_000)]
+    pub max_open_streams: usize,
+
     /// Most trips one WatchOccupancy or GetOccupancy call may name.
     #[arg(long, env = "CROWD_MAX_TRIPS", default_value_t = 256)]
     pub max_trips: usize,

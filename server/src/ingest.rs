@@ -39,6 +39,7 @@ use crate::audience::Audience;
 use crate::contributions::{self, Contributions};
 use crate::dedup::RecentIds;
 use crate::error::StoreError;
+use crate::open_streams::{Held, OpenStreams};
 use crate::ratelimit::DeviceLimiter;
 use crate::rejects::RejectCounts;
 use crate::schedule::Schedule;
@@ -76,6 +77,8 @@ pub struct IngestConfig {
     pub audience: Audience,
     /// Each device's running count of accepted reports, in Redis.
     pub contributions: Contributions,
+    /// The server-wide cap on open streams, shared with watches.
+    pub open_streams: OpenStreams,
 }
 
 /// Longest an ACCEPTED ack waits for the device's count once its report is
@@ -382,7 +385,7 @@ fn ack(report_id: &str, status: AckStatus, reason: String) -> ReportAck {
 
 #[tonic::async_trait]
 impl ReportService for Ingest {
-    type StreamReportsStream = ReceiverStream<Result<ReportAck, Status>>;
+    type StreamReportsStream = Held<ReceiverStream<Result<ReportAck, Status>>>;
 
     async fn stream_reports(
         &self,
@@ -391,10 +394,11 @@ impl ReportService for Ingest {
         if self.inner.shutdown.is_cancelled() {
             return Err(StoreError::ShuttingDown.into());
         }
+        let place = self.inner.config.open_streams.open()?;
         let (tx, rx) = mpsc::channel(self.inner.config.max_inflight.max(1));
         let reporter = request.remote_addr();
         tokio::spawn(self.inner.clone().pump(request.into_inner(), reporter, tx));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(place.hold(ReceiverStream::new(rx))))
     }
 
     async fn submit_report(

@@ -11,6 +11,7 @@
 //!   many riders the report helps, how many reports the device made).
 //! - [`queries`] + [`estimates`] + [`watch`] + [`hub`]: the read path.
 //! - [`store`]: the Redis connection, every call bounded in time.
+//! - [`open_streams`]: the server-wide cap on open streaming calls.
 //! - [`health`] + [`http`]: liveness for load balancers.
 //! - [`web`]: the live crowding page for riders and operators.
 //! - [`gtfs_rt`] + [`feed`] + [`fleet`]: the GTFS-Realtime feed for operators.
@@ -34,6 +35,7 @@ pub mod health;
 pub mod http;
 pub mod hub;
 pub mod ingest;
+pub mod open_streams;
 pub mod operator;
 pub mod queries;
 pub mod ratelimit;

@@ -21,6 +21,7 @@ use crowd_proto::validate::{validate_position, validate_trip};
 use crate::audience::{Audience, Viewer};
 use crate::estimates::Estimates;
 use crate::hub::Hub;
+use crate::open_streams::{Held, OpenStreams};
 use crate::watch::{self, Filter};
 
 /// Largest search radius, in metres.
@@ -43,6 +44,8 @@ pub struct Queries {
     pub shutdown: CancellationToken,
     /// Who looks at which train, for `helping_riders` in report acks.
     pub audience: Audience,
+    /// The server-wide cap on open streams, shared with report streams.
+    pub open_streams: OpenStreams,
 }
 
 /// The trains of an answer, to note who was shown them.
@@ -124,7 +127,7 @@ fn nearby_args(req: &SearchNearbyRequest) -> Result<NearbyArgs, Status> {
 
 #[tonic::async_trait]
 impl OccupancyService for Queries {
-    type WatchOccupancyStream = ReceiverStream<Result<OccupancyEstimate, Status>>;
+    type WatchOccupancyStream = Held<ReceiverStream<Result<OccupancyEstimate, Status>>>;
 
     async fn get_occupancy(
         &self,
@@ -157,6 +160,7 @@ impl OccupancyService for Queries {
                 "route_id: up to 64 visible ASCII characters",
             ));
         }
+        let place = self.open_streams.open()?;
         let filter = Filter {
             trips: trips.into_iter().collect(),
             route_id: req.route_id,
@@ -174,7 +178,7 @@ impl OccupancyService for Queries {
             watching,
         )
         .await?;
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(place.hold(ReceiverStream::new(rx))))
     }
 
     async fn search_nearby(

@@ -52,6 +52,7 @@ pub async fn run(
         Target::parse(&config.redis_url, config.redis_cluster).map_err(ServerError::RedisUrl)?;
     let store = Store::new(&target, config.redis_timeout()).map_err(ServerError::RedisUrl)?;
 
+    let open_streams = crate::open_streams::OpenStreams::new(config.max_open_streams);
     let (queue, mut writers) = writer::spawn(
         store.clone(),
         &WriterConfig {
@@ -108,6 +109,7 @@ pub async fn run(
             strict_trips: config.gtfs_strict,
             audience: audience.clone(),
             contributions,
+            open_streams: open_streams.clone(),
         },
         queue,
         token.clone(),
@@ -138,6 +140,7 @@ pub async fn run(
         max_trips: config.max_trips,
         shutdown: token.clone(),
         audience,
+        open_streams,
     };
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crowd_proto::pb::FILE_DESCRIPTOR_SET)

@@ -21,6 +21,8 @@
 //! | `crowd_server_watch_changes_total` | counter | estimate changes read from the update streams |
 //! | `crowd_server_estimate_age_seconds` | histogram | age of the newest report in each estimate change, when the server sees it |
 //! | `crowd_server_rate_limit_overflow_total` | counter | devices not tracked because the rate table was full |
+//! | `crowd_server_open_streams` | gauge | report streams and watches open now |
+//! | `crowd_server_streams_refused_total` | counter | streams refused at the `--max-open-streams` cap |
 //! | `crowd_server_contributions_dropped_total` | counter | contribution counts not made because their queue was full (the acks say 0) |
 
 use axum::Router;

@@ -173,3 +173,65 @@ async fn a_silent_endless_stream_is_cut_off() {
     );
     drop(tx);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_open_stream_cap_new_streams_are_refused_until_one_closes() {
+    use crowd_proto::pb::v1::WatchOccupancyRequest;
+    use crowd_proto::pb::v1::occupancy_service_client::OccupancyServiceClient;
+
+    let _one_at_a_time = exclusive().await;
+    let redis = RedisServer::start();
+    let server = Server::start(&redis.url(), &["--max-open-streams", "2"]).await;
+    let watch = || WatchOccupancyRequest {
+        trips: Vec::new(),
+        route_id: "F".into(),
+    };
+    // Two clients on two connections fill the server.
+    let mut first = OccupancyServiceClient::new(server.channel().await);
+    let mut second = OccupancyServiceClient::new(server.channel().await);
+    let watching = first.watch_occupancy(watch()).await.expect("first watch");
+    let (tx, rx) = mpsc::channel(4);
+    let reporting = server
+        .reports()
+        .await
+        .stream_reports(ReceiverStream::new(rx))
+        .await
+        .expect("report stream");
+    let refused = second.watch_occupancy(watch()).await.unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert!(
+        refused.message().contains("limit of 2 open streams"),
+        "{refused:?}"
+    );
+    // A unary report is not a stream: still served.
+    let ack = server
+        .reports()
+        .await
+        .submit_report(report("cap-1", "cap-dev", "CAP"))
+        .await
+        .expect("unary call")
+        .into_inner();
+    assert_eq!(ack.status, AckStatus::Accepted as i32, "{}", ack.reason);
+
+    // The report stream ends: its place is free again.
+    drop(tx);
+    let mut acks = reporting.into_inner();
+    while acks.message().await.expect("clean end").is_some() {}
+    drop(acks);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match second.watch_occupancy(watch()).await {
+            Ok(_) => break,
+            Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                assert!(Instant::now() < deadline, "the place was never given back");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(status) => panic!("{status:?}"),
+        }
+    }
+    drop(watching);
+}
