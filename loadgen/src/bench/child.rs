@@ -1,7 +1,10 @@
-//! The server as a process of its own, so its CPU time and resident memory
-//! are measured apart from the load generator's (which shares a process with
-//! whatever runs in-process). Used when a `crowd-server` binary sits next to
-//! the running `loadgen` (`cargo build --release -p crowd-server`).
+//! The server and the aggregator as processes of their own, so their CPU
+//! time and resident memory are measured apart from the load generator's
+//! (which shares a process with whatever runs in-process), and so the load
+//! generator's thousands of tasks do not share a runtime with the
+//! aggregator's loop. Used when the `crowd-server` / `crowd-aggregator`
+//! binaries sit next to the running `loadgen` (`cargo build --release -p
+//! crowd-server -p crowd-aggregator`).
 
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -19,9 +22,60 @@ pub struct ServerProcess {
 
 /// The `crowd-server` binary next to this executable, if built.
 pub fn find_binary() -> Option<PathBuf> {
+    sibling("crowd-server")
+}
+
+/// The `crowd-aggregator` binary next to this executable, if built.
+pub fn find_aggregator() -> Option<PathBuf> {
+    sibling("crowd-aggregator")
+}
+
+fn sibling(name: &str) -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
-    let candidate = exe.parent()?.join("crowd-server");
+    let candidate = exe.parent()?.join(name);
     candidate.is_file().then_some(candidate)
+}
+
+/// A running `crowd-aggregator` child, killed on drop.
+#[derive(Debug)]
+pub struct AggregatorProcess {
+    child: Child,
+}
+
+impl AggregatorProcess {
+    /// Starts the aggregator against `redis_url` (it connects and takes its
+    /// leases by itself; the probe's warm-up covers that).
+    pub fn start(
+        binary: &PathBuf,
+        redis_url: &str,
+        partitions: u16,
+    ) -> anyhow::Result<AggregatorProcess> {
+        let mut child = Command::new(binary)
+            .args(["--redis-url", redis_url])
+            .args(["--partitions", &partitions.to_string()])
+            .env("RUST_LOG", "error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        std::thread::sleep(Duration::from_millis(100));
+        if let Ok(Some(status)) = child.try_wait() {
+            anyhow::bail!("crowd-aggregator exited at start: {status}");
+        }
+        Ok(AggregatorProcess { child })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for AggregatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl ServerProcess {

@@ -67,8 +67,12 @@ pub struct Probe {
     pub server_cpu_secs: Option<f64>,
     /// Peak resident memory of the server process, MiB.
     pub server_peak_rss_mib: Option<f64>,
-    /// CPU seconds of this process: aggregator and load generator (and the
-    /// server when it runs in-process).
+    /// Whether the aggregator ran as a process of its own.
+    pub aggregator_process: bool,
+    /// CPU seconds of the aggregator process, when it is one.
+    pub aggregator_cpu_secs: Option<f64>,
+    /// CPU seconds of this process: the load generator (and the aggregator
+    /// and the server when they run in-process).
     pub process_cpu_secs: Option<f64>,
     /// CPU seconds of Redis.
     pub redis_cpu_secs: Option<f64>,
@@ -95,6 +99,8 @@ pub async fn run(plan: &ProbePlan) -> anyhow::Result<Probe> {
     let process_before = cpu_seconds(None);
     let redis_before = cpu_seconds(redis_pid);
     let server_before = server_pid.and_then(|p| cpu_seconds(Some(p)));
+    let aggregator_pid = system.aggregator_pid();
+    let aggregator_before = aggregator_pid.and_then(|p| cpu_seconds(Some(p)));
     let started = std::time::Instant::now();
     let args = RunArgs::from_flags(driver_flags(plan, &system.grpc_url()))?;
     let summary = driver::run(args).await;
@@ -103,6 +109,10 @@ pub async fn run(plan: &ProbePlan) -> anyhow::Result<Probe> {
     let redis_cpu_secs = delta(redis_before, cpu_seconds(redis_pid));
     let server_cpu_secs = delta(server_before, server_pid.and_then(|p| cpu_seconds(Some(p))));
     let server_peak_rss_mib = server_pid.and_then(|p| peak_memory_mib(Some(p)));
+    let aggregator_cpu_secs = delta(
+        aggregator_before,
+        aggregator_pid.and_then(|p| cpu_seconds(Some(p))),
+    );
     stop.cancel();
     let (max_backlog, max_rss_mib) = sampler.await?;
     let train_memory = if plan.measure_memory {
@@ -134,6 +144,8 @@ pub async fn run(plan: &ProbePlan) -> anyhow::Result<Probe> {
         server_process: server_pid.is_some(),
         server_cpu_secs,
         server_peak_rss_mib,
+        aggregator_process: aggregator_pid.is_some(),
+        aggregator_cpu_secs,
         process_cpu_secs,
         redis_cpu_secs,
         max_rss_mib,

@@ -209,8 +209,12 @@ impl BenchReport {
             md,
             "Everything runs on this one machine, sharing its cores: Redis is its own \
              process; {}.\n",
-            if split {
-                "the server is its own process; the aggregator and the load generator share one"
+            if split && self.half_load.aggregator_process {
+                "the server and the aggregator are processes of their own; the load \
+                 generator's CPU is this process's"
+            } else if split {
+                "the server is its own process; the aggregator and the load generator share one \
+                 (build crowd-aggregator to measure it apart)"
             } else {
                 "the server, the aggregator and the load generator share one process \
                  (build crowd-server to measure it apart)"
@@ -296,13 +300,13 @@ impl BenchReport {
         let _ = writeln!(md, "\n## CPU and memory\n");
         let _ = writeln!(
             md,
-            "| phase | reports/s | wall s | server CPU s | loadgen process CPU s | Redis CPU s | server peak RSS MiB | loadgen process RSS MiB |"
+            "| phase | reports/s | wall s | server CPU s | aggregator CPU s | loadgen process CPU s | Redis CPU s | server peak RSS MiB | loadgen process RSS MiB |"
         );
-        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|");
         let cell = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.1}"));
         let _ = writeln!(
             md,
-            "| store ceiling (redis-benchmark) | {:.0} | | | | {} | | |",
+            "| store ceiling (redis-benchmark) | {:.0} | | | | | {} | | |",
             c.xadd_per_sec,
             cell(c.redis_cpu_secs)
         );
@@ -314,12 +318,17 @@ impl BenchReport {
             if let Some(p) = p {
                 let _ = writeln!(
                     md,
-                    "| {name} ({} streams) | {:.0} | {:.1} | {} | {} | {} | {} | {} |",
+                    "| {name} ({} streams) | {:.0} | {:.1} | {} | {} | {} | {} | {} | {} |",
                     p.streams,
                     p.achieved_rate,
                     p.wall_secs,
                     if p.server_process {
                         cell(p.server_cpu_secs)
+                    } else {
+                        "in-process".to_owned()
+                    },
+                    if p.aggregator_process {
+                        cell(p.aggregator_cpu_secs)
                     } else {
                         "in-process".to_owned()
                     },
@@ -332,7 +341,7 @@ impl BenchReport {
         }
         let _ = writeln!(
             md,
-            "| aggregator drain (aggregator alone in the process) | {:.0} | {:.1} | | {} | {} | | |",
+            "| aggregator drain (aggregator alone in the process) | {:.0} | {:.1} | | {} | | {} | | |",
             d.reports_per_sec,
             d.wall_secs,
             cell(d.process_cpu_secs),
@@ -341,7 +350,7 @@ impl BenchReport {
         for d in [&sc.few, &sc.many] {
             let _ = writeln!(
                 md,
-                "| aggregator drain, {} trains | {:.0} | {:.1} | | {} | {} | | |",
+                "| aggregator drain, {} trains | {:.0} | {:.1} | | {} | | {} | | |",
                 d.trains,
                 d.reports_per_sec,
                 d.wall_secs,
@@ -410,6 +419,8 @@ pub(crate) mod tests {
             server_process: true,
             server_cpu_secs: Some(1.0),
             server_peak_rss_mib: Some(120.0),
+            aggregator_process: true,
+            aggregator_cpu_secs: Some(3.0),
             process_cpu_secs: Some(4.0),
             redis_cpu_secs: Some(2.0),
             max_rss_mib: Some(150.0),
@@ -528,11 +539,14 @@ pub(crate) mod tests {
         assert!(md.contains("2 cores, AMD EPYC"), "{md}");
         assert!(
             md.contains(
-                "| half load (8 streams) | 20000 | 5.0 | 1.0 | 4.0 | 2.0 | 120.0 | 150.0 |"
+                "| half load (8 streams) | 20000 | 5.0 | 1.0 | 3.0 | 4.0 | 2.0 | 120.0 | 150.0 |"
             ),
             "{md}"
         );
-        assert!(md.contains("the server is its own process"), "{md}");
+        assert!(
+            md.contains("the server and the aggregator are processes of their own"),
+            "{md}"
+        );
         assert!(
             md.contains("| server peak RSS with 10000 streams | server <= 200 MB with 10000 streams | 120 MiB | yes |"),
             "{md}"

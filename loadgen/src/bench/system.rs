@@ -1,12 +1,13 @@
 //! The system under test of one probe, on a fresh private Redis: the server
 //! as its own process when its binary is built (so its CPU and memory are
-//! measured apart), otherwise the in-process [`Stack`]; the aggregator runs
-//! in this process either way.
+//! measured apart), otherwise the in-process [`Stack`]; with the server
+//! apart, the aggregator is its own process too when its binary is built,
+//! else it runs in this process.
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::child::{self, ServerProcess};
+use super::child::{self, AggregatorProcess, ServerProcess};
 use crate::redis_process::RedisServer;
 use crate::stack::{Stack, StackOptions};
 
@@ -15,13 +16,25 @@ use crate::stack::{Stack, StackOptions};
 pub enum System {
     /// Server, aggregator and load generator share this process.
     InProcess(Box<Stack>),
-    /// The server is a child process; the aggregator runs in this one.
+    /// The server is a child process; the aggregator is one or runs in
+    /// this one.
     Split {
         redis: RedisServer,
         server: ServerProcess,
-        stop: CancellationToken,
-        aggregator: JoinHandle<Result<(), crowd_aggregator::AggregatorError>>,
+        aggregator: Aggregator,
     },
+}
+
+/// Where the aggregator of a split system runs.
+#[derive(Debug)]
+pub enum Aggregator {
+    /// In this process, next to the load generator.
+    InProcess {
+        stop: CancellationToken,
+        task: JoinHandle<Result<(), crowd_aggregator::AggregatorError>>,
+    },
+    /// A `crowd-aggregator` child.
+    Process(AggregatorProcess),
 }
 
 impl System {
@@ -47,6 +60,18 @@ impl System {
         let server =
             tokio::task::spawn_blocking(move || ServerProcess::start(&binary, &url, partitions))
                 .await??;
+        if let Some(binary) = child::find_aggregator() {
+            let url = redis.url();
+            let aggregator = tokio::task::spawn_blocking(move || {
+                AggregatorProcess::start(&binary, &url, partitions)
+            })
+            .await??;
+            return Ok(System::Split {
+                redis,
+                server,
+                aggregator: Aggregator::Process(aggregator),
+            });
+        }
         let config = {
             use clap::Parser;
             crowd_aggregator::Config::try_parse_from([
@@ -58,15 +83,14 @@ impl System {
             ])?
         };
         let stop = CancellationToken::new();
-        let aggregator = tokio::spawn(crowd_aggregator::run(
+        let task = tokio::spawn(crowd_aggregator::run(
             config,
             stop.clone().cancelled_owned(),
         ));
         Ok(System::Split {
             redis,
             server,
-            stop,
-            aggregator,
+            aggregator: Aggregator::InProcess { stop, task },
         })
     }
 
@@ -92,18 +116,33 @@ impl System {
         }
     }
 
-    /// Stops everything; Redis and a server process are killed.
+    /// The aggregator's own process, when it has one.
+    pub fn aggregator_pid(&self) -> Option<u32> {
+        match self {
+            System::Split {
+                aggregator: Aggregator::Process(p),
+                ..
+            } => Some(p.pid()),
+            _ => None,
+        }
+    }
+
+    /// Stops everything; Redis and child processes are killed.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         match self {
             System::InProcess(stack) => stack.shutdown().await,
             System::Split {
                 redis,
                 server,
-                stop,
                 aggregator,
             } => {
-                stop.cancel();
-                aggregator.await??;
+                match aggregator {
+                    Aggregator::InProcess { stop, task } => {
+                        stop.cancel();
+                        task.await??;
+                    }
+                    Aggregator::Process(p) => drop(p),
+                }
                 drop(server);
                 drop(redis);
                 Ok(())
