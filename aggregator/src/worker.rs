@@ -788,8 +788,41 @@ impl Worker {
             .collect();
         for k in needing {
             stream::ensure_group(&mut self.cmd, &self.layout.reports(k)).await?;
+            self.adopt_published(k).await?;
             if let Some(p) = self.owned.get_mut(&k) {
                 p.phase = Phase::Pending;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes over the trains published in partition `k` (its `trains`
+    /// index), so that their estimates keep fading and are withdrawn by this
+    /// owner even if none of their riders reports again.
+    async fn adopt_published(&mut self, k: u16) -> redis::RedisResult<()> {
+        let members: Vec<String> = redis::cmd("ZRANGE")
+            .arg(self.layout.trains(k))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.cmd)
+            .await?;
+        let trips: Vec<(String, TripKey)> = members
+            .into_iter()
+            .filter_map(|m| TripKey::from_canonical(&m).map(|t| (m, t)))
+            .collect();
+        for chunk in trips.chunks(1000) {
+            self.load_states(k, chunk).await?;
+        }
+        let now = now_ms();
+        if let Some(p) = self.owned.get_mut(&k) {
+            for (key, _) in &trips {
+                if let Some(t) = p.trains.get_mut(key)
+                    && !t.state.trip_id.is_empty()
+                {
+                    t.published = true;
+                    // Kept in memory (refreshed) as if just committed.
+                    t.touched_ms = now;
+                }
             }
         }
         Ok(())

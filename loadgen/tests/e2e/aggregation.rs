@@ -966,3 +966,36 @@ async fn a_device_on_many_trains_or_jumping_is_flagged_on_its_trains() {
     assert_eq!(many, 1, "flagged once, not once per read");
     aggregator.shutdown().await.expect("clean shutdown");
 }
+
+#[tokio::test]
+async fn a_new_owner_keeps_fading_the_estimates_it_inherits() {
+    let redis = RedisServer::start();
+    let mut con = connect(&redis).await;
+    let t = trip("AGG-INHERIT");
+    append(&mut con, &stored("inherited", 1, &t, 1, Level::Full)).await;
+    let args = ["--half-life-secs", "6", "--window-secs", "3"];
+    let first = spawn(config(&redis, &args));
+    eventually("an estimate", Duration::from_secs(5), || {
+        let mut con = con.clone();
+        let t = t.clone();
+        async move { estimate_of(&mut con, &t).await.is_some() }
+    })
+    .await;
+    first.shutdown().await.expect("clean shutdown");
+
+    // Nobody reports again: the next owner withdraws the estimate when its
+    // report leaves the window (the key itself would live for an hour).
+    let second = spawn(config(&redis, &args));
+    eventually(
+        "withdrawal by the new owner",
+        Duration::from_secs(8),
+        || {
+            let mut con = con.clone();
+            let t = t.clone();
+            async move { estimate_of(&mut con, &t).await.is_none() }
+        },
+    )
+    .await;
+    assert_eq!(state_of(&mut con, &t).await.unwrap().reports_counted, 1);
+    second.shutdown().await.expect("clean shutdown");
+}
