@@ -45,7 +45,9 @@ async fn with_aof_always_every_acknowledged_report_survives_a_kill() {
     redis.kill();
     // Every ack the client holds now was given before the kill.
     let acked_before_kill = ledger.acked();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Down long enough that the server's few quick reconnection attempts
+    // cannot hide it: some report must get an error and be retried.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     redis
         .restart()
         .expect("redis restarts from its append-only file");
