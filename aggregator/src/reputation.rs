@@ -176,11 +176,22 @@ impl Reputation {
     }
 }
 
+/// The trust of a score: `2^(score / SCORE_PER_DOUBLING)` within bounds.
+fn trust_of(score: f64) -> f64 {
+    (score / SCORE_PER_DOUBLING)
+        .exp2()
+        .clamp(MIN_TRUST, MAX_TRUST)
+}
+
 impl Trust for Reputation {
     fn weight(&self, device: u64) -> f64 {
-        (2f64)
-            .powf(self.score(device) / SCORE_PER_DOUBLING)
-            .clamp(MIN_TRUST, MAX_TRUST)
+        trust_of(self.score(device))
+    }
+
+    /// One lookup for both.
+    fn standing(&self, device: u64) -> (f64, bool) {
+        let score = self.score(device);
+        (trust_of(score), score >= ESTABLISHED_SCORE)
     }
 
     /// Standing takes [`ESTABLISHED_SCORE`]: at least two net agreements

@@ -14,8 +14,6 @@
 //! The rule looks only at the set of observations, never at their arrival
 //! order, so the estimate stays independent of the order of reports.
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use crowd_proto::pb::store::Observation;
 
 /// Devices that may first appear together on a train, however empty it was.
@@ -51,17 +49,19 @@ pub fn scale(votes: impl Iterator<Item = (f64, bool)>) -> f64 {
     }
 }
 
-/// The devices whose first appearance on the train was part of a burst.
-pub fn burst_devices(observations: &[Observation], half_life_ms: i64) -> BTreeSet<u64> {
+/// The devices whose first appearance on the train was part of a burst,
+/// sorted (for `binary_search`).
+pub fn burst_devices(observations: &[Observation], half_life_ms: i64) -> Vec<u64> {
     let window_ms = (half_life_ms / 12).max(1);
-    let mut first: BTreeMap<u64, i64> = BTreeMap::new();
-    for o in observations {
-        first
-            .entry(o.device)
-            .and_modify(|t| *t = (*t).min(o.observed_at_ms))
-            .or_insert(o.observed_at_ms);
-    }
-    let mut times: Vec<i64> = first.values().copied().collect();
+    // Each device with its first appearance: sorted by device then time,
+    // the first of each device's run.
+    let mut first: Vec<(u64, i64)> = observations
+        .iter()
+        .map(|o| (o.device, o.observed_at_ms))
+        .collect();
+    first.sort_unstable();
+    first.dedup_by_key(|(device, _)| *device);
+    let mut times: Vec<i64> = first.iter().map(|(_, t)| *t).collect();
     times.sort_unstable();
     first
         .into_iter()
@@ -112,7 +112,7 @@ mod tests {
             .collect();
         obs.extend((100..150).map(|d| seen(d, T + (d as i64 % 7) * 100)));
         let found = burst_devices(&obs, HALF_LIFE);
-        assert_eq!(found, (100..150).collect());
+        assert_eq!(found, (100..150).collect::<Vec<u64>>());
         obs.reverse();
         assert_eq!(burst_devices(&obs, HALF_LIFE), found);
     }
