@@ -51,7 +51,8 @@ pub struct RunSummary {
     /// Reports on watched trains never seen in an update.
     pub freshness_unresolved: u64,
     pub watch_errors: BTreeMap<String, u64>,
-    /// Intended query time to `GetOccupancy` response.
+    /// `GetOccupancy` sent to its response (see `queries` for why not
+    /// from the intended time).
     pub queries: LatencySummary,
     pub query_errors: BTreeMap<String, u64>,
     /// The last accuracy round: estimates against the simulator's truth.
