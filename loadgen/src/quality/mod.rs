@@ -7,7 +7,8 @@
 //! 2. the adversarial scenario, whose swarm of fresh devices tells one lie
 //!    about one train;
 //! 3. the adversarial scenario with an empty swarm, as the reference: what
-//!    the swarm's target would have been estimated without the swarm.
+//!    the swarm's target would have been estimated without the swarm (played
+//!    from the same start, so that both runs learnt the same reputations).
 //!
 //! Accuracy rounds compare the estimates backed by at least
 //! `--min-reporters` devices with the simulator's truth every simulated
@@ -127,13 +128,17 @@ pub async fn run(args: &QualityArgs) -> anyhow::Result<Quality> {
     if let Some(swarm) = quiet.swarm.as_mut() {
         swarm.size = 0;
     }
-    let reference_from =
-        from.max(from.date().and_time(NaiveTime::MIN) + TimeDelta::minutes(swarm_start - 5));
+    // The reference replays the same morning up to the end of the swarm's
+    // effect, from the same start: the service learns whom to trust as the
+    // morning goes on, so a reference started later (with no reputation)
+    // would differ from the attacked run for reasons that are not the
+    // swarm (hostile devices nobody has caught yet).
+    let swarm_end =
+        from.date().and_time(NaiveTime::MIN) + TimeDelta::minutes(swarm_start + SWARM_MINUTES + 1);
     let reference = play_one(
         args,
         &Plan {
-            from: reference_from,
-            until: until.min(reference_from + TimeDelta::minutes(SWARM_MINUTES + 6)),
+            until: until.min(swarm_end.max(from + TimeDelta::minutes(1))),
             follow: attacked.target.clone(),
             ..plan(quiet)
         },
