@@ -303,8 +303,10 @@ fn median(xs: &mut [f64]) -> f64 {
 /// The worker keeps one [`DeviceTracker`] (in memory, like the reputation
 /// scores) and, for every report it is about to apply, calls
 /// [`DeviceTracker::observe`] with the report, then
-/// `estimator::apply_with_factor(state, report, params, signals.factor())`
-/// instead of `estimator::apply`, and counts each of `signals.flags()` in
+/// `estimator::apply_with_factor(state, report, params,
+/// signals.factor_besides(&assessment))` instead of `estimator::apply`
+/// (`assessment` being [`assess`](super::assess) of the same report, so a
+/// jump seen on the train and across trains costs once), and counts each of `signals.flags()` in
 /// `crowd_aggregator_flagged_reports_total{reason}` like the flags of
 /// [`assess`](super::assess). An aggregator sees only the partitions it
 /// owns, so a device spread over trains of several aggregators is judged on
@@ -375,6 +377,17 @@ pub mod devices {
                 1.0
             };
             jump * many
+        }
+
+        /// [`factor`](Self::factor), leaving out a jump that `assessment`
+        /// (the same report judged on its train) already charged for: a
+        /// jump seen both ways costs [`super::JUMP_FACTOR`] once.
+        pub fn factor_besides(&self, assessment: &super::Assessment) -> f64 {
+            Signals {
+                jumped: self.jumped && !assessment.jumped,
+                ..*self
+            }
+            .factor()
         }
     }
 
@@ -544,6 +557,19 @@ pub mod devices {
             let s = t.observe(&on(3, "B", T + 30_000, Some((48.6, 2.2))));
             assert!(s.jumped);
             assert_eq!(s.flags().collect::<Vec<_>>(), vec![Flag::PositionJump]);
+            // Charged once when the train's own check saw it too.
+            let seen = crate::plausibility::Assessment {
+                factor: crate::plausibility::JUMP_FACTOR,
+                far: false,
+                late: false,
+                jumped: true,
+            };
+            assert_eq!(s.factor_besides(&seen), 1.0);
+            let unseen = crate::plausibility::Assessment {
+                jumped: false,
+                ..seen
+            };
+            assert_eq!(s.factor_besides(&unseen), s.factor());
             // The later report arriving first: judged against it instead.
             let mut t = DeviceTracker::new();
             t.observe(&on(3, "B", T + 30_000, Some((48.6, 2.2))));
