@@ -64,8 +64,12 @@ pub fn replay(plan: &Plan) -> Played {
     let mut owed = 0.0;
     let mut t = plan.from;
     let mut next_round = plan.from + TimeDelta::minutes(plan.score_every_minutes.max(1));
-    while t < plan.until {
+    loop {
         t += TimeDelta::milliseconds(STEP_MS);
+        // Like the stacked run: nothing at or after the end.
+        if t >= plan.until {
+            break;
+        }
         sim.advance_to(t);
         let now = wall(t);
         let now_ms = now.timestamp_millis();
@@ -122,4 +126,42 @@ pub fn replay(plan: &Plan) -> Played {
         }
     }
     played
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::NaiveDate;
+
+    use super::*;
+    use crate::sim::Scenario;
+
+    fn plan(minutes: i64) -> Plan {
+        let from = NaiveDate::from_ymd_opt(2026, 11, 26)
+            .and_then(|d| d.and_hms_opt(7, 45, 0))
+            .expect("a valid time");
+        Plan {
+            scenario: Scenario::default(),
+            seed: 11,
+            from,
+            until: from + TimeDelta::minutes(minutes),
+            speed: 30.0,
+            reports_per_sim_minute: 160.0,
+            score_every_minutes: 1,
+            min_reporters: 3,
+            follow: None,
+        }
+    }
+
+    #[test]
+    fn a_replay_scores_every_minute_and_repeats_itself() {
+        let a = replay(&plan(6));
+        let numbers = a.all.numbers();
+        assert_eq!(numbers.rounds, 5);
+        assert!(numbers.trains.compared > 0, "{numbers:?}");
+        assert!(a.acks.0 > 700, "{:?}", a.acks);
+        let b = replay(&plan(6));
+        assert_eq!(b.all.numbers(), numbers);
+        assert_eq!(b.supported.numbers(), a.supported.numbers());
+        assert_eq!(b.acks, a.acks);
+    }
 }
