@@ -50,11 +50,15 @@ pub async fn run(
     let layout = config.layout();
     let target =
         Target::parse(&config.redis_url, config.redis_cluster).map_err(ServerError::RedisUrl)?;
+    // Two connections: the writers' large XADD pipelines on one, reads
+    // (queries, health, counters) on the other, so a query never waits
+    // behind a batch of writes in the same socket.
     let store = Store::new(&target, config.redis_timeout()).map_err(ServerError::RedisUrl)?;
+    let writes = Store::new(&target, config.redis_timeout()).map_err(ServerError::RedisUrl)?;
 
     let open_streams = crate::open_streams::OpenStreams::new(config.max_open_streams);
     let (queue, mut writers) = writer::spawn(
-        store.clone(),
+        writes,
         &WriterConfig {
             capacity: config.write_queue,
             writers: config.writers,

@@ -5,13 +5,14 @@
 //! the trains it follows (its [`Watching`] guard lives in the forwarding
 //! task, so however the watch ends, it stops counting).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
+use crowd_proto::codec::timestamp_to_ms;
 use crowd_proto::domain::TripKey;
 use crowd_proto::pb::v1::OccupancyEstimate;
 
@@ -110,6 +111,7 @@ async fn forward(
     _watching: Watching,
 ) {
     let _gauge = WatcherGauge::new();
+    let mut sent = Sent::of(&initial);
     for e in initial {
         if tx.send(Ok(e)).await.is_err() {
             return;
@@ -122,7 +124,7 @@ async fn forward(
             change = changes.recv() => change,
         };
         match change {
-            Ok(e) if filter.matches(&e) => {
+            Ok(e) if filter.matches(&e) && sent.is_news(&e) => {
                 if tx.send(Ok((*e).clone())).await.is_err() {
                     return;
                 }
@@ -139,6 +141,7 @@ async fn forward(
                         return;
                     }
                 };
+                sent = Sent::of(&current);
                 for e in current {
                     if tx.send(Ok(e)).await.is_err() {
                         return;
@@ -148,6 +151,51 @@ async fn forward(
             Err(broadcast::error::RecvError::Closed) => return,
         }
     }
+}
+
+/// What a snapshot gave the watcher: a change it also reads on the hub
+/// (published before the snapshot, read after) is not sent twice.
+#[derive(Debug, Default)]
+struct Sent {
+    /// (trip, start date) -> `updated_at` (ms) of the estimate sent.
+    snapshot: HashMap<(String, String), i64>,
+}
+
+impl Sent {
+    fn of(snapshot: &[OccupancyEstimate]) -> Sent {
+        Sent {
+            snapshot: snapshot
+                .iter()
+                .filter_map(|e| Some((key(e)?, updated_ms(e))))
+                .collect(),
+        }
+    }
+
+    /// Whether `change` is newer than what the snapshot gave of its train;
+    /// once one is, the train's later changes all are.
+    fn is_news(&mut self, change: &OccupancyEstimate) -> bool {
+        let Some(key) = key(change) else {
+            return true;
+        };
+        match self.snapshot.get(&key) {
+            Some(at) if updated_ms(change) <= *at => false,
+            Some(_) => {
+                self.snapshot.remove(&key);
+                true
+            }
+            None => true,
+        }
+    }
+}
+
+fn key(e: &OccupancyEstimate) -> Option<(String, String)> {
+    e.trip
+        .as_ref()
+        .map(|t| (t.trip_id.clone(), t.start_date.clone()))
+}
+
+fn updated_ms(e: &OccupancyEstimate) -> i64 {
+    e.updated_at.as_ref().map_or(0, timestamp_to_ms)
 }
 
 #[cfg(test)]
@@ -185,5 +233,22 @@ mod tests {
             ..filter
         };
         assert!(!no_route.matches(&estimate("T9", "")));
+    }
+
+    #[test]
+    fn a_change_already_in_the_snapshot_is_not_sent_again() {
+        let at = |e: OccupancyEstimate, ms: i64| OccupancyEstimate {
+            updated_at: Some(crowd_proto::codec::timestamp_from_ms(ms)),
+            ..e
+        };
+        let mut sent = Sent::of(&[at(estimate("T1", "B"), 1_000)]);
+        assert!(!sent.is_news(&at(estimate("T1", "B"), 1_000)), "the same");
+        assert!(!sent.is_news(&at(estimate("T1", "B"), 900)), "older");
+        assert!(sent.is_news(&at(estimate("T2", "B"), 500)), "another train");
+        assert!(sent.is_news(&at(estimate("T1", "B"), 1_001)), "newer");
+        assert!(
+            sent.is_news(&at(estimate("T1", "B"), 1_001)),
+            "then every change"
+        );
     }
 }
