@@ -27,8 +27,8 @@
 //! - **A burst of devices new to a train** (a swarm) is one suspicious
 //!   source, not many witnesses: each keeps 2 % of its weight and together
 //!   they weigh at most a quarter of the train's other riders, however few
-//!   and old those are; alone on a train, they are not believed at all (no
-//!   estimate rather than theirs) ([`burst`]).
+//!   and old those are; alone on a train they are all there is to go by,
+//!   and the low confidence of their estimate says so ([`burst`]).
 //! - **The train level** gives each device one vote, its latest observation
 //!   on any car, so a rider cannot outweigh others by reporting many cars.
 //!   Each vote is weighed by how full the rider's car is relative to the

@@ -382,8 +382,12 @@ impl Worker {
             let assessment =
                 plausibility::assess(r, &train.state.recent_fixes, self.params.half_life_ms);
             let signals = self.devices.observe(r);
-            match estimator::apply_with_factor(&mut train.state, r, &self.params, signals.factor())
-            {
+            match estimator::apply_with_factor(
+                &mut train.state,
+                r,
+                &self.params,
+                signals.factor_besides(&assessment),
+            ) {
                 Applied::Counted => {
                     counted += 1;
                     // A jump may be seen on this train and across trains: once.

@@ -30,10 +30,10 @@ pub const MAX_SHARE: f64 = 0.25;
 
 /// The factor (0..=1) on the weight of each burst vote, given every vote's
 /// `(weight, in_burst)`: 1 unless the burst votes together weigh more than
-/// [`MAX_SHARE`] of the others. With no other vote, 0: a burst alone on a
-/// train nobody else reports on is not believed (the train gets no
-/// estimate rather than the swarm's word), until its devices earn standing
-/// or other riders report.
+/// [`MAX_SHARE`] of the others. With no other vote, 1: a burst alone on a
+/// train nobody else reports on is all there is to go by (honest riders
+/// boarding an empty train together must be heard); its devices keep only
+/// [`WEIGHT`] each, so the estimate's confidence says how little that is.
 pub fn scale(votes: impl Iterator<Item = (f64, bool)>) -> f64 {
     let (mut burst, mut others) = (0.0, 0.0);
     for (w, in_burst) in votes {
@@ -44,9 +44,7 @@ pub fn scale(votes: impl Iterator<Item = (f64, bool)>) -> f64 {
         }
     }
     let cap = MAX_SHARE * others;
-    if burst > 0.0 && others <= 0.0 {
-        0.0
-    } else if burst > cap && burst.is_finite() && cap.is_finite() {
+    if others > 0.0 && burst > cap && burst.is_finite() && cap.is_finite() {
         cap / burst
     } else {
         1.0
@@ -127,10 +125,9 @@ mod tests {
         let votes = [(1.0, false), (1.0, false), (2.0, true), (2.0, true)];
         let s = scale(votes.into_iter());
         assert!((4.0 * s - MAX_SHARE * 2.0).abs() < 1e-12, "{s}");
-        // A small burst is left alone; a burst with nobody else is not
-        // believed.
+        // A small burst is left alone; so is a burst with nobody else.
         assert_eq!(scale([(4.0, false), (0.5, true)].into_iter()), 1.0);
-        assert_eq!(scale([(1.0, true), (1.0, true)].into_iter()), 0.0);
+        assert_eq!(scale([(1.0, true), (1.0, true)].into_iter()), 1.0);
         assert_eq!(scale(std::iter::empty()), 1.0);
         assert_eq!(scale([(1.0, false)].into_iter()), 1.0);
         assert_eq!(
