@@ -95,9 +95,14 @@ pub struct Params {
     pub half_life_ms: i64,
     /// Reports older than this many milliseconds do not count.
     pub window_ms: i64,
-    /// Observations kept per train: bounds memory and state size.
+    /// Observations kept per train: bounds memory and state size. The
+    /// oldest go first, so this also bounds how large a swarm of fresh
+    /// devices must be to flush established riders out of a train's state:
+    /// it is kept well above any credible burst (the proptest throws 200).
     pub max_observations: usize,
-    /// Report-id fingerprints kept per train for duplicate detection.
+    /// Report-id fingerprints kept per train for duplicate detection: a
+    /// client retries an unacknowledged report within seconds, so the last
+    /// 128 (1 KB of state) cover it on all but the busiest trains.
     pub max_recent_ids: usize,
     /// Reports observed more than this far in the future do not count yet
     /// (clock skew beyond this is a broken or lying client).
@@ -110,7 +115,7 @@ impl Default for Params {
             half_life_ms: DEFAULT_HALF_LIFE_MS,
             window_ms: DEFAULT_WINDOW_MS,
             max_observations: 256,
-            max_recent_ids: 512,
+            max_recent_ids: 128,
             max_future_ms: 120_000,
         }
     }
