@@ -100,6 +100,16 @@ impl Cell {
         }
     }
 
+    /// The cell as stored for `hour_of_week`.
+    pub fn to_stored(&self, hour_of_week: u32) -> BaselineCell {
+        BaselineCell {
+            hour_of_week,
+            mean: self.mean,
+            deviation: self.deviation,
+            samples: self.samples,
+        }
+    }
+
     /// How `percentage` compares with the usual, given the comparison shown
     /// last (`None` at first): see the module header for the hysteresis.
     pub fn compare(&self, percentage: f64, previous: Option<Comparison>) -> Comparison {
@@ -166,12 +176,7 @@ impl RouteBaseline {
             cells: self
                 .cells
                 .iter()
-                .map(|(hour, c)| BaselineCell {
-                    hour_of_week: *hour,
-                    mean: c.mean,
-                    deviation: c.deviation,
-                    samples: c.samples,
-                })
+                .map(|(hour, c)| c.to_stored(*hour))
                 .collect(),
         }
         .encode_to_vec()
@@ -181,7 +186,12 @@ impl RouteBaseline {
     /// or with non-finite numbers are dropped (a corrupt cell is relearnt,
     /// not trusted).
     pub fn decode(bytes: &[u8]) -> Result<RouteBaseline, prost::DecodeError> {
-        let stored = StoredBaseline::decode(bytes)?;
+        Ok(RouteBaseline::from_stored(StoredBaseline::decode(bytes)?))
+    }
+
+    /// The baseline of a decoded message, with the checks of
+    /// [`decode`](Self::decode).
+    pub fn from_stored(stored: StoredBaseline) -> RouteBaseline {
         let cells = stored
             .cells
             .into_iter()
@@ -198,10 +208,10 @@ impl RouteBaseline {
                 )
             })
             .collect();
-        Ok(RouteBaseline {
+        RouteBaseline {
             route_id: stored.route_id,
             cells,
-        })
+        }
     }
 }
 

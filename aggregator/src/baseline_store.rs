@@ -23,9 +23,7 @@ use crowd_proto::pb::store::BaselineCell;
 use crowd_proto::pb::v1::{OccupancyEstimate, UsualComparison};
 use prost::Message;
 
-use crate::baseline::{
-    Cell, Comparison, HOURS_PER_WEEK, MIN_CONFIDENCE, MIN_SAMPLES, RouteBaseline, hour_of_week,
-};
+use crate::baseline::{Comparison, MIN_CONFIDENCE, MIN_SAMPLES, RouteBaseline, hour_of_week};
 
 /// How often changed cells are written back (and routes re-read).
 pub(crate) const FLUSH_INTERVAL: Duration = Duration::from_secs(10);
@@ -133,7 +131,7 @@ impl Baselines {
                 pipe.cmd("HSET")
                     .arg(layout::baseline(route))
                     .arg(*hour)
-                    .arg(encode_cell(*hour, cell))
+                    .arg(cell.to_stored(*hour).encode_to_vec())
                     .ignore();
             }
         }
@@ -145,36 +143,25 @@ impl Baselines {
     }
 }
 
-fn encode_cell(hour: u32, c: &Cell) -> Vec<u8> {
-    BaselineCell {
-        hour_of_week: hour,
-        mean: c.mean,
-        deviation: c.deviation,
-        samples: c.samples,
-    }
-    .encode_to_vec()
-}
-
 /// A route's baseline from its hash; undecodable or out-of-range cells are
 /// dropped (relearnt rather than trusted).
 fn decode_route(route: &str, cells: HashMap<u32, Vec<u8>>) -> RouteBaseline {
-    let stored = crowd_proto::pb::store::RouteBaseline {
+    RouteBaseline::from_stored(crowd_proto::pb::store::RouteBaseline {
         route_id: route.to_owned(),
         cells: cells
             .into_iter()
-            .filter(|(hour, _)| *hour < HOURS_PER_WEEK)
             .filter_map(|(hour, bytes)| {
                 let cell = BaselineCell::decode(bytes.as_slice()).ok()?;
                 (cell.hour_of_week == hour).then_some(cell)
             })
             .collect(),
-    };
-    RouteBaseline::decode(&stored.encode_to_vec()).unwrap_or_else(|_| RouteBaseline::new(route))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::baseline::Cell;
     use crowd_proto::pb::v1::TripRef;
 
     fn estimate(route: &str, pct: u32, confidence: f32) -> OccupancyEstimate {
@@ -249,10 +236,10 @@ mod tests {
         cell.record(30.0);
         cell.record(50.0);
         let cells = HashMap::from([
-            (7, encode_cell(7, &cell)),
-            (8, encode_cell(9, &cell)),
+            (7, cell.to_stored(7).encode_to_vec()),
+            (8, cell.to_stored(9).encode_to_vec()),
             (9, vec![0xff, 0xff]),
-            (500, encode_cell(500, &cell)),
+            (500, cell.to_stored(500).encode_to_vec()),
         ]);
         let route = decode_route("B", cells);
         assert_eq!(route.cell(7), Some(&cell));

@@ -7,15 +7,14 @@
 //! On a Redis Cluster every partition stream lives in its own slot, so one
 //! read over many streams is not allowed: each stream is read on its own,
 //! all at once and without blocking, and polled again every
-//! [`POLL_INTERVAL`] until something arrives or the block time is over.
+//! [`POLL_INTERVAL`](crowd_proto::connection::POLL_INTERVAL) until something arrives or the block time is over.
 
 use redis::Value;
 use std::time::Duration;
 
-use futures::future::try_join_all;
 use tokio::time::Instant;
 
-use crowd_proto::connection::{Connection, POLL_INTERVAL};
+use crowd_proto::connection::{Connection, poll_each};
 
 use crowd_proto::layout::{CONSUMER, GROUP, REPORT_FIELD};
 
@@ -73,28 +72,22 @@ pub(crate) async fn read(
         From::New => Duration::from_millis(block_ms.unwrap_or(0)),
         From::Pending => Duration::ZERO,
     };
-    let deadline = Instant::now() + wait;
-    loop {
-        let replies =
-            try_join_all(
-                keys.iter().map(|key| {
-                    let mut con = con.clone();
-                    async move {
-                        read_group(&mut con, std::slice::from_ref(key), from, count, None).await
-                    }
-                }),
-            )
-            .await?;
-        let found: Vec<(String, Vec<Entry>)> = replies
-            .into_iter()
-            .flatten()
-            .filter(|(_, entries)| !entries.is_empty())
-            .collect();
-        if !found.is_empty() || Instant::now() >= deadline {
-            return Ok(found);
-        }
-        tokio::time::sleep(POLL_INTERVAL).await;
-    }
+    let read = |key: &String| {
+        let mut con = con.clone();
+        let key = key.clone();
+        async move { read_group(&mut con, std::slice::from_ref(&key), from, count, None).await }
+    };
+    let replies = poll_each(
+        keys,
+        Some(Instant::now() + wait),
+        |(_, entries): &(String, Vec<Entry>)| !entries.is_empty(),
+        read,
+    )
+    .await?;
+    Ok(replies
+        .into_iter()
+        .filter(|(_, entries)| !entries.is_empty())
+        .collect())
 }
 
 /// One XREADGROUP over `keys` (all in one slot on a cluster).

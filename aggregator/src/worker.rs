@@ -461,15 +461,11 @@ impl Worker {
         let Some(partition) = self.owned.get(&k) else {
             return;
         };
-        let routes: BTreeSet<String> = trains
+        let routes = trains
             .iter()
             .filter_map(|key| partition.trains.get(key))
-            .map(|t| t.state.route_id.clone())
-            .collect();
-        let loaded = self
-            .baselines
-            .load(&mut self.cmd, routes.iter().map(String::as_str))
-            .await;
+            .map(|t| t.state.route_id.as_str());
+        let loaded = self.baselines.load(&mut self.cmd, routes).await;
         if let Err(e) = loaded {
             metrics::counter!(telemetry::REDIS_ERRORS).increment(1);
             tracing::warn!(error = %e, "cannot read route baselines");

@@ -26,10 +26,38 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, ServerError, Value};
+use tokio::time::Instant;
 
 /// How often cluster readers poll streams that had nothing new: the cost of
 /// not blocking, added at most once to a change's latency.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(5);
+
+/// Reads every key on its own, all at once, and again every
+/// [`POLL_INTERVAL`] until a read returns something `wanted` or `until`
+/// passes (`None`: never); returns everything the last round read. This is
+/// how cluster readers replace one blocking read over many streams.
+pub async fn poll_each<K, T, E, F, Fut>(
+    keys: &[K],
+    until: Option<Instant>,
+    wanted: impl Fn(&T) -> bool,
+    read: F,
+) -> Result<Vec<T>, E>
+where
+    F: Fn(&K) -> Fut,
+    Fut: Future<Output = Result<Vec<T>, E>>,
+{
+    loop {
+        let found: Vec<T> = try_join_all(keys.iter().map(&read))
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+        if found.iter().any(&wanted) || until.is_some_and(|u| Instant::now() >= u) {
+            return Ok(found);
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
 
 /// Where Redis is: one node, or a cluster's seed nodes.
 #[derive(Clone)]

@@ -8,20 +8,19 @@
 //!
 //! On a Redis Cluster the partitions' streams live in different slots, so
 //! the tail reads each stream on its own, all at once and without blocking,
-//! and polls again every [`POLL_INTERVAL`] while nothing changes.
+//! and polls again every [`POLL_INTERVAL`](crowd_proto::connection::POLL_INTERVAL) while nothing changes.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use futures::future::try_join_all;
 use redis::Value;
 use redis::streams::{StreamKey, StreamReadReply};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crowd_proto::codec;
-use crowd_proto::connection::{Connection, Options, POLL_INTERVAL, Target};
+use crowd_proto::connection::{Connection, Options, Target, poll_each};
 use crowd_proto::layout::{ESTIMATE_FIELD, Layout};
 use crowd_proto::pb::v1::OccupancyEstimate;
 
@@ -154,29 +153,28 @@ impl Tail {
     }
 
     /// One non-blocking XREAD per stream, all at once, repeated every
-    /// [`POLL_INTERVAL`] until something changed (cluster).
+    /// [`POLL_INTERVAL`](crowd_proto::connection::POLL_INTERVAL) until something changed (cluster).
     async fn poll_each(
         &self,
         conn: &Connection,
         keys: &[String],
     ) -> Result<Vec<StreamKey>, StoreError> {
-        loop {
-            let reads = keys.iter().zip(&self.last_ids).map(|(key, id)| {
-                let mut conn = conn.clone();
-                let mut cmd = redis::cmd("XREAD");
-                cmd.arg("COUNT").arg(COUNT).arg("STREAMS").arg(key).arg(id);
-                async move {
-                    let reply: Option<StreamReadReply> =
-                        bounded("XREAD", self.timeout, cmd.query_async(&mut conn)).await?;
-                    Ok::<_, StoreError>(reply.map(|r| r.keys).unwrap_or_default())
-                }
-            });
-            let found: Vec<StreamKey> = try_join_all(reads).await?.into_iter().flatten().collect();
-            if found.iter().any(|s| !s.ids.is_empty()) {
-                return Ok(found);
+        let streams: Vec<(&String, &String)> = keys.iter().zip(&self.last_ids).collect();
+        let read = |(key, id): &(&String, &String)| {
+            let mut conn = conn.clone();
+            let mut cmd = redis::cmd("XREAD");
+            cmd.arg("COUNT")
+                .arg(COUNT)
+                .arg("STREAMS")
+                .arg(*key)
+                .arg(*id);
+            async move {
+                let reply: Option<StreamReadReply> =
+                    bounded("XREAD", self.timeout, cmd.query_async(&mut conn)).await?;
+                Ok::<_, StoreError>(reply.map(|r| r.keys).unwrap_or_default())
             }
-            tokio::time::sleep(POLL_INTERVAL).await;
-        }
+        };
+        poll_each(&streams, None, |s: &StreamKey| !s.ids.is_empty(), read).await
     }
 
     /// Decodes one change and hands it to every watcher.
