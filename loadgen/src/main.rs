@@ -70,7 +70,9 @@ async fn main() -> ExitCode {
         Command::Run(args) => run(*args).await,
         Command::Demo(args) => demo::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => bench::run(args).await.map(|report| {
-            print!("{}", report.markdown());
+            if let Some(report) = report {
+                print!("{}", report.markdown());
+            }
             ExitCode::SUCCESS
         }),
         Command::Quality(args) => quality_run(args).await,

@@ -73,6 +73,28 @@ pub struct BenchArgs {
     /// 300000, 100000 with --quick).
     #[arg(long)]
     pub scale_reports: Option<u64>,
+    /// Runs one measurement only and prints what it finds, without writing
+    /// the report: to look at one path while changing it. `half-load` runs
+    /// at `--start-rate`.
+    #[arg(long, value_enum)]
+    pub only: Option<Phase>,
+}
+
+/// One measurement of the run, for `--only`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Phase {
+    /// The store's ceiling (redis-benchmark).
+    Ceiling,
+    /// The firehose step search.
+    Firehose,
+    /// The sparse step search.
+    Sparse,
+    /// The aggregator alone draining a pre-filled stream.
+    Drain,
+    /// The same drain over 1,000 trains and over 100,000.
+    Scale,
+    /// One probe at `--start-rate` with queries and memory measured.
+    HalfLoad,
 }
 
 /// The settings of one run, defaults resolved.
@@ -121,9 +143,14 @@ const SCALE_TRAINS: (u64, u64) = (1_000, 100_000);
 /// Length each reports stream is trimmed to, as the server does by default.
 const STREAM_MAXLEN: u64 = 1_000_000;
 
-/// Runs every measurement, writes the results under `--out` and returns them.
-pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
+/// Runs every measurement, writes the results under `--out` and returns
+/// them; with `--only`, runs that one and returns `None`.
+pub async fn run(args: BenchArgs) -> anyhow::Result<Option<BenchReport>> {
     let settings = args.settings();
+    if let Some(phase) = args.only {
+        run_phase(phase, &args, &settings).await?;
+        return Ok(None);
+    }
     let started_at = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let machine = resources::Machine::detect();
     let build_profile = if cfg!(debug_assertions) {
@@ -241,7 +268,87 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
         targets,
     };
     write(&report, &args.out)?;
-    Ok(report)
+    Ok(Some(report))
+}
+
+/// Runs one measurement and logs what it finds.
+async fn run_phase(phase: Phase, args: &BenchArgs, settings: &Settings) -> anyhow::Result<()> {
+    match phase {
+        Phase::Ceiling => {
+            let entry_bytes = real_entry_bytes()?;
+            let requests = settings.ceiling_requests;
+            let ceiling = tokio::task::spawn_blocking(move || {
+                ceiling::measure(entry_bytes, requests, STREAM_MAXLEN)
+            })
+            .await??;
+            eprintln!("bench:   {:.0} XADD/s", ceiling.xadd_per_sec);
+        }
+        Phase::Firehose => {
+            let s =
+                step_search("firehose", args.firehose_streams, args.start_rate, settings).await?;
+            eprintln!("bench:   firehose sustained {:.0}/s", s.sustained_rate);
+        }
+        Phase::Sparse => {
+            let s =
+                step_search("sparse", settings.sparse_streams, args.start_rate, settings).await?;
+            eprintln!("bench:   sparse sustained {:.0}/s", s.sustained_rate);
+        }
+        Phase::Drain => {
+            let d = drain::measure(settings.drain_reports, DRAIN_TRAINS).await?;
+            eprintln!(
+                "bench:   drain {:.0} reports/s, {} per CPU second, {} of {} counted",
+                d.reports_per_sec,
+                d.reports_per_cpu_sec
+                    .map_or("n/a".to_owned(), |r| format!("{r:.0}")),
+                d.counted,
+                d.reports
+            );
+        }
+        Phase::Scale => {
+            let (few, many) = SCALE_TRAINS;
+            let scale = drain::scale(settings.scale_reports, few, many).await?;
+            for d in [&scale.few, &scale.many] {
+                eprintln!(
+                    "bench:   {} trains: {:.0} reports/s, {} per CPU second (aggregator + Redis), {:.0} B of Redis per train (state + estimate)",
+                    d.trains,
+                    d.reports_per_sec,
+                    d.reports_per_total_cpu_sec()
+                        .map_or("n/a".to_owned(), |r| format!("{r:.0}")),
+                    d.train_memory.state_and_estimate_bytes
+                );
+            }
+        }
+        Phase::HalfLoad => {
+            let probe = probe::run(&ProbePlan {
+                mode: "half-load",
+                rate: args.start_rate,
+                streams: args.firehose_streams,
+                duration: settings.probe_duration.max(Duration::from_secs(5)),
+                watchers: settings.watchers,
+                query_rate: settings.query_rate,
+                measure_memory: true,
+            })
+            .await?;
+            log_probe(&probe);
+            eprintln!(
+                "bench:   GetOccupancy p50 {:.2} ms, p99 {:.2} ms",
+                probe.query_p50_ms, probe.query_p99_ms
+            );
+            if let Some(m) = &probe.train_memory {
+                eprintln!(
+                    "bench:   {:.0} B of Redis per train (state + estimate), {} trains",
+                    m.state_and_estimate_bytes, m.trains
+                );
+            }
+            eprintln!(
+                "bench:   server peak RSS {} MiB",
+                probe
+                    .server_peak_rss_mib
+                    .map_or("n/a".to_owned(), |m| format!("{m:.0}"))
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Finds the highest sustained rate of one mode.
