@@ -6,6 +6,7 @@
 //!   implausible (pure).
 //! - [`reputation`]: device trust learnt from agreement with consensus,
 //!   shared through Redis by `reputation_store`.
+//! - [`state_codec`]: how a train's state is stored (packed columns).
 //! - [`config`]: flags and environment.
 //! - the rest is the Redis side: partition leases with fencing tokens
 //!   (`lease`) spread evenly over the fleet (`membership`), the
@@ -23,6 +24,7 @@ pub mod error;
 pub mod estimator;
 pub mod plausibility;
 pub mod reputation;
+pub mod state_codec;
 
 mod admission;
 mod backoff;
@@ -48,7 +50,7 @@ pub use error::AggregatorError;
 pub fn decode_train_state(
     bytes: &[u8],
 ) -> Result<crowd_proto::pb::store::TrainState, prost::DecodeError> {
-    <crowd_proto::pb::store::TrainState as prost::Message>::decode(bytes)
+    state_codec::decode(bytes)
 }
 
 /// Runs the aggregator until `shutdown` completes, then commits the batch in

@@ -11,7 +11,6 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
-use prost::Message;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -34,6 +33,7 @@ use crate::plausibility;
 use crate::plausibility::devices::DeviceTracker;
 use crate::reputation::{Reputation, judge};
 use crate::reputation_store::ReputationStore;
+use crate::state_codec;
 use crate::stream::{self, Entry, From};
 use crate::{AggregatorError, Config, telemetry};
 
@@ -521,7 +521,7 @@ impl Worker {
             return Ok(());
         };
         for (trip, bytes) in missing.into_iter().zip(stored) {
-            let state = match bytes.map(|b| TrainState::decode(b.as_slice())) {
+            let state = match bytes.map(|b| state_codec::decode(b.as_slice())) {
                 Some(Ok(s)) => s,
                 Some(Err(e)) => {
                     tracing::error!(trip = %trip, error = %e, "undecodable train state; starting afresh");
@@ -580,7 +580,7 @@ impl Worker {
             published.push((key, estimate.is_some()));
             writes.push(TrainWrite {
                 trip: train.trip.clone(),
-                state: train.state.encode_to_vec(),
+                state: state_codec::encode(&train.state),
                 estimate: estimate.as_ref().map(encode_estimate),
                 withdrawal,
                 position,

@@ -17,9 +17,9 @@
 use std::collections::BTreeSet;
 
 use proptest::prelude::*;
-use prost::Message;
 
 use crowd_aggregator::estimator::{self, Params};
+use crowd_aggregator::state_codec;
 use crowd_proto::pb::store::{StoredReport, TrainState};
 
 /// What can happen next.
@@ -99,7 +99,7 @@ struct Partition {
 
 impl Partition {
     fn committed_state(&self) -> TrainState {
-        TrainState::decode(self.committed.as_slice()).expect("committed state decodes")
+        state_codec::decode(self.committed.as_slice()).expect("committed state decodes")
     }
 
     /// Appends (again) the `n`-th report: a retry carries the same id,
@@ -177,7 +177,7 @@ impl Partition {
         if owner.token != self.lease_token {
             return false;
         }
-        self.committed = owner.state.encode_to_vec();
+        self.committed = state_codec::encode(&owner.state);
         for seq in owner.in_hand.drain(..) {
             self.pending.remove(&seq);
             self.acked.insert(seq);

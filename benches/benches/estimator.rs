@@ -4,10 +4,10 @@
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use prost::Message;
 
 use crowd_aggregator::estimator::{self, Params};
 use crowd_aggregator::reputation::{Reputation, judge};
+use crowd_aggregator::state_codec;
 use crowd_benches::{NOW_MS, busy_train, stored_report};
 use crowd_proto::codec::encode_estimate;
 
@@ -53,7 +53,7 @@ fn commit_encoding(c: &mut Criterion) {
         b.iter(|| {
             let encoded: Vec<(Vec<u8>, Vec<u8>)> = trains
                 .iter()
-                .map(|(state, estimate)| (state.encode_to_vec(), encode_estimate(estimate)))
+                .map(|(state, estimate)| (state_codec::encode(state), encode_estimate(estimate)))
                 .collect();
             black_box(encoded)
         })
