@@ -102,7 +102,10 @@ pub struct Params {
     pub max_observations: usize,
     /// Report-id fingerprints kept per train for duplicate detection: a
     /// client retries an unacknowledged report within seconds, so the last
-    /// 128 (1 KB of state) cover it on all but the busiest trains.
+    /// 64 (512 bytes of state) cover a minute of a train reported on every
+    /// second. A retry that comes later is the observation its device
+    /// already made, which replaces nothing newer; it is only counted again
+    /// in `reports_counted` and judged again.
     pub max_recent_ids: usize,
     /// Reports observed more than this far in the future do not count yet
     /// (clock skew beyond this is a broken or lying client).
@@ -115,7 +118,7 @@ impl Default for Params {
             half_life_ms: DEFAULT_HALF_LIFE_MS,
             window_ms: DEFAULT_WINDOW_MS,
             max_observations: 256,
-            max_recent_ids: 128,
+            max_recent_ids: 64,
             max_future_ms: 120_000,
         }
     }
