@@ -111,8 +111,9 @@ pub struct Config {
     #[arg(long, env = "CROWD_MAX_STREAMS", default_value_t = 256)]
     pub max_concurrent_streams: u32,
 
-    /// Open streaming calls (report streams and watches) across all
-    /// connections; past it new ones get RESOURCE_EXHAUSTED.
+    /// Open streams (report streams, watches and the live page's event
+    /// streams) across all connections; past it new ones get
+    /// RESOURCE_EXHAUSTED (an event stream: HTTP 503).
     #[arg(long, env = "CROWD_MAX_OPEN_STREAMS", default_value_t = 20_000)]
     pub max_open_streams: usize,
 

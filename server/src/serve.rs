@@ -136,6 +136,7 @@ pub async fn run(
         cars: std::sync::Arc::new(config.cars_per_route.clone()),
         shutdown: token.clone(),
         audience: audience.clone(),
+        open_streams: open_streams.clone(),
     });
     let operator = operators.service(estimates.clone(), config.max_message_bytes);
     let queries = Queries {

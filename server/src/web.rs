@@ -31,6 +31,7 @@ use crate::audience::Audience;
 use crate::estimates::Estimates;
 use crate::fleet::CarsPerRoute;
 use crate::hub::Hub;
+use crate::open_streams::OpenStreams;
 
 pub use line::{Lines, RouteLine, Station};
 
@@ -49,6 +50,9 @@ pub struct Web {
     pub shutdown: CancellationToken,
     /// Who looks at which train: open event streams count in it.
     pub audience: Audience,
+    /// The server-wide cap on open streams: an event stream takes a place
+    /// like a gRPC watch does.
+    pub open_streams: OpenStreams,
 }
 
 /// The page and its endpoints, to merge into the HTTP router.

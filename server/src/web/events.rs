@@ -27,6 +27,7 @@ use crowd_proto::pb::v1::OccupancyEstimate;
 use super::Web;
 use super::api::{render, unavailable};
 use crate::audience::{Viewer, Watching};
+use crate::open_streams::Place;
 use crate::watch::Filter;
 
 /// How soon a disconnected page tries again (the browser default is ~3 s).
@@ -95,12 +96,22 @@ struct Feed {
     _gauge: PageGauge,
     /// Counts the page as a viewer of its trains while the stream is open.
     _watching: Watching,
+    /// Its place under the server's cap on open streams.
+    _place: Place,
 }
 
 pub(super) async fn events(State(web): State<Web>, Query(q): Query<EventsQuery>) -> Response {
     let filter = match q.filter() {
         Ok(filter) => filter,
         Err(message) => return (StatusCode::BAD_REQUEST, message).into_response(),
+    };
+    // Past the cap the browser's `EventSource` gives up on a 503; the page
+    // says it is disconnected and a reload tries again.
+    let place = match web.open_streams.open() {
+        Ok(place) => place,
+        Err(status) => {
+            return (StatusCode::SERVICE_UNAVAILABLE, status.message().to_owned()).into_response();
+        }
     };
     // Subscribe before the snapshot so no change falls in between.
     let changes = web.hub.subscribe();
@@ -121,6 +132,7 @@ pub(super) async fn events(State(web): State<Web>, Query(q): Query<EventsQuery>)
         changes,
         _gauge: PageGauge::new(),
         _watching: watching,
+        _place: place,
     };
     Sse::new(stream::once(async move { Ok(first) }).chain(changes_of(feed)))
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))

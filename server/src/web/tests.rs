@@ -1,6 +1,6 @@
-//! The page's endpoints over real HTTP: assets with their content types, and
-//! an estimate change reaching an open event stream, against a private
-//! `redis-server` on a free port.
+//! The page's endpoints over real HTTP: assets with their content types, an
+//! estimate change reaching an open event stream, and event streams under
+//! the cap on open streams, against a private `redis-server` on a free port.
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -19,6 +19,7 @@ use crowd_proto::pb::v1::{CarEstimate, OccupancyEstimate, TripRef};
 use super::{Lines, Web, router};
 use crate::estimates::Estimates;
 use crate::hub::Hub;
+use crate::open_streams::OpenStreams;
 use crate::store::Store;
 
 /// A `redis-server` killed on drop.
@@ -67,6 +68,15 @@ impl Drop for Redis {
 
 /// Serves the page's router on a free port with Redis at `redis_url`.
 async fn serve(redis_url: &str, shutdown: CancellationToken) -> SocketAddr {
+    serve_with(redis_url, shutdown, OpenStreams::new(100)).await
+}
+
+/// [`serve`] under a cap on open streams.
+async fn serve_with(
+    redis_url: &str,
+    shutdown: CancellationToken,
+    open_streams: OpenStreams,
+) -> SocketAddr {
     let layout = Layout::new(4);
     let target = crowd_proto::connection::Target::parse(redis_url, false).unwrap();
     let timeout = Duration::from_millis(500);
@@ -81,6 +91,7 @@ async fn serve(redis_url: &str, shutdown: CancellationToken) -> SocketAddr {
         cars: Arc::new("B=8".parse().unwrap()),
         shutdown: shutdown.clone(),
         audience: Default::default(),
+        open_streams,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -223,5 +234,38 @@ async fn an_estimate_change_reaches_an_open_event_stream() {
     assert_eq!(train["cars"][0]["car"], 2);
     assert_eq!(train["cars"][0]["label"], "full");
 
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn event_streams_count_under_the_cap_on_open_streams() {
+    let redis = Redis::start();
+    let _con = redis.connection().await;
+    let shutdown = CancellationToken::new();
+    let open_streams = OpenStreams::new(1);
+    let addr = serve_with(&redis.url(), shutdown.clone(), open_streams.clone()).await;
+
+    let mut first = request(addr, "/api/events?route_id=B").await;
+    let mut seen = String::new();
+    read_until(&mut first, &mut seen, "event: snapshot").await;
+    assert_eq!(open_streams.open_now(), 1);
+
+    let refused = get(addr, "/api/events?route_id=B").await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(refused.contains("limit of 1 open streams"), "{refused}");
+
+    // The place comes back when the page goes away.
+    drop(first);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while open_streams.open_now() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the closed page still holds its place"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut again = request(addr, "/api/events?route_id=B").await;
+    let mut seen = String::new();
+    read_until(&mut again, &mut seen, "event: snapshot").await;
     shutdown.cancel();
 }
