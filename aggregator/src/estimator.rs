@@ -188,6 +188,20 @@ pub fn apply_with_factor(
     params: &Params,
     factor: f64,
 ) -> Applied {
+    let assessment = plausibility::assess(report, &state.recent_fixes, params.half_life_ms);
+    apply_assessed(state, report, params, &assessment, factor)
+}
+
+/// [`apply_with_factor`] with the report's [`plausibility::assess`]ment
+/// against this very state made by the caller, who needs its flags too:
+/// it is not made twice.
+pub fn apply_assessed(
+    state: &mut TrainState,
+    report: &StoredReport,
+    params: &Params,
+    assessment: &plausibility::Assessment,
+    factor: f64,
+) -> Applied {
     let factor = if factor.is_finite() {
         factor.clamp(0.0, 1.0)
     } else {
@@ -216,7 +230,6 @@ pub fn apply_with_factor(
         state.route_id.clone_from(&report.route_id);
     }
 
-    let assessment = plausibility::assess(report, &state.recent_fixes, params.half_life_ms);
     upsert_observation(state, report, 1.0 - assessment.factor * factor, params);
     if !assessment.far {
         plausibility::remember_fix(&mut state.recent_fixes, report);
@@ -356,12 +369,69 @@ pub fn consensus(
         .filter(|o| car.is_none_or(|c| o.carriage_sequence == c))
         .filter_map(|o| Vote::new(o, &clock, trust, &burst))
         .collect();
+    consensus_of(&votes, car)
+}
+
+/// Every vote of a train weighed once, at one instant and with one trust:
+/// what [`consensus`] asks of the state, for many reports in a row.
+///
+/// `Ballot::new(state, now, ..).consensus(car, exclude)` equals
+/// `consensus(state, car, exclude, now, ..)`: the same votes, in the same
+/// order, summed the same way. Building it costs about one estimate;
+/// each question then costs a pass over the votes, without weighing
+/// anything again.
+pub struct Ballot<'a> {
+    /// The votes of the state's observations, in their order.
+    votes: Vec<Vote<'a>>,
+}
+
+impl std::fmt::Debug for Ballot<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ballot")
+            .field("votes", &self.votes.len())
+            .finish()
+    }
+}
+
+impl<'a> Ballot<'a> {
+    /// Weighs every observation of `state` at `now_ms`.
+    pub fn new(state: &'a TrainState, now_ms: i64, params: &Params, trust: &impl Trust) -> Self {
+        let burst = burst::burst_devices(&state.observations, params.half_life_ms);
+        let clock = Clock::new(now_ms, params);
+        let votes = state
+            .observations
+            .iter()
+            .filter_map(|o| Vote::new(o, &clock, trust, &burst))
+            .collect();
+        Ballot { votes }
+    }
+
+    /// [`consensus`] of the state this ballot was built from.
+    pub fn consensus(&self, car: Option<u32>, exclude: u64) -> Option<Consensus> {
+        let votes: Vec<&Vote<'_>> = self
+            .votes
+            .iter()
+            .filter(|v| v.obs.device != exclude)
+            .filter(|v| car.is_none_or(|c| v.obs.carriage_sequence == c))
+            .collect();
+        consensus_of(votes, car)
+    }
+}
+
+/// The consensus of `votes`, already restricted to one car (`Some`) or not.
+fn consensus_of<'v, 'a: 'v>(
+    votes: impl IntoIterator<Item = &'v Vote<'a>>,
+    car: Option<u32>,
+) -> Option<Consensus> {
     let s = match car {
-        Some(_) => summarize(votes.iter().map(|v| (v, 1.0)), None)?,
-        None => summarize(
-            latest_per_device(&votes).into_iter().map(|v| (v, 1.0)),
-            None,
-        )?,
+        Some(_) => summarize(votes.into_iter().map(|v| (v, 1.0)), None)?,
+        None => {
+            let votes: Vec<&Vote<'_>> = votes.into_iter().collect();
+            summarize(
+                latest_per_device_refs(votes).into_iter().map(|v| (v, 1.0)),
+                None,
+            )?
+        }
     };
     Some(Consensus {
         level: s.level,
@@ -373,7 +443,11 @@ pub fn consensus(
 /// One vote per device: its latest observation on any car, in order of
 /// device.
 fn latest_per_device<'v, 'a>(votes: &'v [Vote<'a>]) -> Vec<&'v Vote<'a>> {
-    let mut sorted: Vec<&Vote<'_>> = votes.iter().collect();
+    latest_per_device_refs(votes.iter().collect())
+}
+
+/// [`latest_per_device`] of votes gathered by reference.
+fn latest_per_device_refs<'v, 'a>(mut sorted: Vec<&'v Vote<'a>>) -> Vec<&'v Vote<'a>> {
     // Stable, and nearly free on a state's observations (kept sorted by
     // device): among equally recent observations the first stays.
     sorted.sort_by_key(|v| v.obs.device);

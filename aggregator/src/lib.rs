@@ -31,6 +31,7 @@ mod backoff;
 pub mod baseline;
 mod baseline_store;
 mod commit;
+mod device_map;
 mod exposition;
 mod lease;
 mod membership;

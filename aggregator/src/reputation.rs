@@ -28,16 +28,25 @@
 //! consensus of *other* devices, which a swarm reporting at once cannot
 //! earn for itself.
 //!
+//! # Judged against what was settled before
+//!
+//! The aggregator judges the reports of one batch against a [`Ballot`] of
+//! each train taken before the batch is applied ([`judge_on`]), not after
+//! each report: the reports of a batch arrive together, so none of them is
+//! evidence for or against another, and a swarm landing in one batch
+//! cannot settle a consensus that its own members then earn standing by.
+//! It also weighs each train's votes once per batch instead of once per
+//! report. [`judge`] is the same rule for one report at a time.
+//!
 //! Pure and in memory; the aggregator shares scores through Redis as soft
 //! state (`reputation_store`), so a restart or another aggregator does not
 //! start from scratch.
 
-use std::collections::HashMap;
-
 use crowd_proto::level::Level;
 use crowd_proto::pb::store::{StoredReport, TrainState};
 
-use crate::estimator::{self, Consensus, Params, Trust};
+use crate::device_map::DeviceMap;
+use crate::estimator::{self, Ballot, Consensus, Params, Trust};
 
 /// Lowest score: trust `2^-3` = 1/8.
 pub const MIN_SCORE: f64 = -12.0;
@@ -103,18 +112,39 @@ pub fn judge(
     params: &Params,
     reputation: &Reputation,
 ) -> Option<Verdict> {
-    let level = i32::try_from(report.level)
-        .ok()
-        .and_then(Level::from_number)?;
-    let car = Some(report.carriage_sequence).filter(|c| *c > 0);
+    let level = level_of(report)?;
+    let car = car_of(report);
     let consensus = estimator::consensus(state, car, report.device, now_ms, params, reputation)?;
     Verdict::of(level, &consensus)
+}
+
+/// [`judge`] against a ballot of the report's train taken before its batch
+/// (see the module's header for why): the same verdict as `judge` on the
+/// state and trust the ballot was taken from.
+pub fn judge_on(ballot: &Ballot<'_>, report: &StoredReport) -> Option<Verdict> {
+    let level = level_of(report)?;
+    let consensus = ballot.consensus(car_of(report), report.device)?;
+    Verdict::of(level, &consensus)
+}
+
+fn level_of(report: &StoredReport) -> Option<Level> {
+    i32::try_from(report.level)
+        .ok()
+        .and_then(Level::from_number)
+}
+
+/// The report's car, or `None` for the whole train (car 0).
+fn car_of(report: &StoredReport) -> Option<u32> {
+    Some(report.carriage_sequence).filter(|c| *c > 0)
 }
 
 /// Scores of the devices seen so far.
 #[derive(Debug, Default, Clone)]
 pub struct Reputation {
-    scores: HashMap<u64, f64>,
+    scores: DeviceMap<f64>,
+    /// How many times memory was made by forgetting scores: a device
+    /// forgotten must be read again before it is weighed.
+    forgettings: u64,
 }
 
 impl Reputation {
@@ -157,6 +187,13 @@ impl Reputation {
         self.scores.get(&device).copied().unwrap_or(0.0)
     }
 
+    /// How many times scores were forgotten to bound memory (it only
+    /// grows): callers that skip reading back devices they already
+    /// looked up must look again when it changed.
+    pub fn forgettings(&self) -> u64 {
+        self.forgettings
+    }
+
     /// Devices currently remembered.
     pub fn len(&self) -> usize {
         self.scores.len()
@@ -173,6 +210,7 @@ impl Reputation {
         magnitudes.select_nth_unstable_by(mid, f64::total_cmp);
         let threshold = magnitudes[mid];
         self.scores.retain(|_, s| s.abs() > threshold);
+        self.forgettings += 1;
     }
 }
 
@@ -283,6 +321,53 @@ mod tests {
         assert_eq!(naive.level, Level::Full.number());
         let learnt = estimate(&state, NOW, &params, &reputation).unwrap();
         assert_eq!(learnt.level, Level::ManySeats.number());
+    }
+
+    #[test]
+    fn judging_on_a_ballot_is_judging_the_state_it_was_taken_from() {
+        let mut reputation = Reputation::new();
+        for d in 0..6 {
+            reputation.record(d, Verdict::Agrees);
+            reputation.record(d, Verdict::Agrees);
+        }
+        reputation.record(3, Verdict::Contradicts);
+        let params = Params::default();
+        let mut state = TrainState::default();
+        for d in 0u64..40 {
+            let level = if d % 5 == 0 {
+                Level::Full
+            } else {
+                Level::ManySeats
+            };
+            let mut r = report(
+                &format!("s{d}"),
+                d % 12,
+                "S",
+                level,
+                NOW - 60_000 + d as i64,
+            );
+            r.carriage_sequence = (d % 3) as u32;
+            apply(&mut state, &r, &params);
+        }
+        let ballot = Ballot::new(&state, NOW, &params, &reputation);
+        let mut judged = 0;
+        for device in 0u64..14 {
+            for car in 0..4 {
+                for level in [
+                    Level::Empty,
+                    Level::ManySeats,
+                    Level::StandingRoom,
+                    Level::Full,
+                ] {
+                    let mut r = report("q", device, "S", level, NOW);
+                    r.carriage_sequence = car;
+                    let expected = judge(&state, &r, NOW, &params, &reputation);
+                    assert_eq!(judge_on(&ballot, &r), expected, "{device} {car} {level:?}");
+                    judged += usize::from(expected.is_some());
+                }
+            }
+        }
+        assert!(judged > 50, "{judged}");
     }
 
     fn settled(level: Level) -> Consensus {

@@ -25,13 +25,13 @@ use crate::admission::{DeadLetter, admit};
 use crate::backoff::Backoff;
 use crate::baseline_store::{Baselines, TrainMemo};
 use crate::commit::{TrainWrite, WriteError, Writer, indexable};
-use crate::estimator::{self, Applied, Params};
+use crate::estimator::{self, Applied, Ballot, Params};
 use crate::lease::Leases;
 use crate::membership::Membership;
 use crate::partition::{Partition, Phase, Train};
 use crate::plausibility;
 use crate::plausibility::devices::DeviceTracker;
-use crate::reputation::{Reputation, judge};
+use crate::reputation::{Reputation, Verdict, judge_on};
 use crate::reputation_store::ReputationStore;
 use crate::state_codec;
 use crate::stream::{self, Entry, From};
@@ -82,6 +82,8 @@ pub(crate) struct Worker {
     devices: DeviceTracker,
     /// Score changes not yet added to the shared scores.
     reputation_changes: HashMap<u64, f64>,
+    /// [`Reputation::forgettings`] when devices were last looked up.
+    reputation_forgettings: u64,
     /// Non-empty batches read so far (for fault injection).
     batches: u64,
     next_lease_at: Instant,
@@ -136,6 +138,7 @@ impl Worker {
             reputation: Reputation::new(),
             reputation_store: ReputationStore::new(),
             reputation_changes: HashMap::new(),
+            reputation_forgettings: 0,
             devices: DeviceTracker::with_half_life(half_life_ms),
             batches: 0,
             next_lease_at: now,
@@ -355,13 +358,25 @@ impl Worker {
             .into_iter()
             .map(|(key, r)| (key.to_owned(), trip_of(r)))
             .collect();
-        self.load_states(k, &trips).await?;
+        let loaded = self.load_states(k, &trips).await?;
         if self.config.reputation {
-            self.load_reputation(k, &trips, &reports).await;
+            self.load_reputation(k, &loaded, &reports).await;
         }
 
         let Some(partition) = self.owned.get_mut(&k) else {
             return Ok((BTreeSet::new(), Vec::new()));
+        };
+        let verdicts = if self.config.reputation {
+            judge_batch(
+                &partition.trains,
+                &keys,
+                &reports,
+                now,
+                &self.params,
+                &self.reputation,
+            )
+        } else {
+            vec![None; reports.len()]
         };
         let mut touched = BTreeSet::new();
         // Counters are added up per batch: a metrics call per report costs
@@ -370,22 +385,18 @@ impl Worker {
         let mut duplicates = 0u64;
         let mut rejected = 0u64;
         let mut flagged: BTreeMap<&'static str, u64> = BTreeMap::new();
-        for (key, r) in keys.iter().zip(&reports) {
+        for ((key, r), verdict) in keys.iter().zip(&reports).zip(verdicts) {
             let Some(train) = partition.trains.get_mut(key) else {
                 continue;
-            };
-            let verdict = if self.config.reputation {
-                judge(&train.state, r, now, &self.params, &self.reputation)
-            } else {
-                None
             };
             let assessment =
                 plausibility::assess(r, &train.state.recent_fixes, self.params.half_life_ms);
             let signals = self.devices.observe(r);
-            match estimator::apply_with_factor(
+            match estimator::apply_assessed(
                 &mut train.state,
                 r,
                 &self.params,
+                &assessment,
                 signals.factor_besides(&assessment),
             ) {
                 Applied::Counted => {
@@ -427,23 +438,36 @@ impl Worker {
     }
 
     /// Reads the scores of the devices that judging and estimating these
-    /// reports' trains will weigh. Soft state: on failure, unknown devices
-    /// weigh 1 for now and are read again next time.
-    async fn load_reputation(
-        &mut self,
-        k: u16,
-        trips: &[(String, TripKey)],
-        reports: &[StoredReport],
-    ) {
+    /// reports' trains will weigh: the reporters, and the riders of the
+    /// trains just `loaded` from Redis. The riders of trains already in
+    /// memory were looked up when their reports came in, unless scores
+    /// were forgotten since (then every train of the batch is looked at).
+    /// Soft state: on failure, unknown devices weigh 1 for now and are read
+    /// again next time.
+    async fn load_reputation(&mut self, k: u16, loaded: &[String], reports: &[StoredReport]) {
         let Some(partition) = self.owned.get(&k) else {
             return;
         };
         let mut devices: Vec<u64> = reports.iter().map(|r| r.device).collect();
-        for (key, _) in trips {
-            if let Some(train) = partition.trains.get(key) {
-                devices.extend(train.state.observations.iter().map(|o| o.device));
+        let forgettings = self.reputation.forgettings();
+        let riders_of = |key: &str| {
+            partition
+                .trains
+                .get(key)
+                .into_iter()
+                .flat_map(|t| t.state.observations.iter().map(|o| o.device))
+        };
+        if forgettings == self.reputation_forgettings {
+            for key in loaded {
+                devices.extend(riders_of(key));
+            }
+        } else {
+            let keys: BTreeSet<String> = reports.iter().map(canonical_of).collect();
+            for key in &keys {
+                devices.extend(riders_of(key));
             }
         }
+        self.reputation_forgettings = forgettings;
         let loaded = self
             .reputation_store
             .load(&mut self.cmd, &mut self.reputation, devices)
@@ -497,11 +521,16 @@ impl Worker {
         }
     }
 
-    /// Reads the committed state of trains not yet in memory (one MGET).
-    /// `trips` are distinct, by canonical key.
-    async fn load_states(&mut self, k: u16, trips: &[(String, TripKey)]) -> redis::RedisResult<()> {
+    /// Reads the committed state of trains not yet in memory (one MGET)
+    /// and returns their canonical keys. `trips` are distinct, by
+    /// canonical key.
+    async fn load_states(
+        &mut self,
+        k: u16,
+        trips: &[(String, TripKey)],
+    ) -> redis::RedisResult<Vec<String>> {
         let Some(partition) = self.owned.get(&k) else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         let mut missing: Vec<TripKey> = trips
             .iter()
@@ -510,7 +539,7 @@ impl Worker {
             .collect();
         missing.sort();
         if missing.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let keys: Vec<String> = missing.iter().map(|t| self.layout.state(k, t)).collect();
         let stored: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
@@ -518,8 +547,9 @@ impl Worker {
             .query_async(&mut self.cmd)
             .await?;
         let Some(partition) = self.owned.get_mut(&k) else {
-            return Ok(());
+            return Ok(Vec::new());
         };
+        let mut loaded = Vec::with_capacity(missing.len());
         for (trip, bytes) in missing.into_iter().zip(stored) {
             let state = match bytes.map(|b| state_codec::decode(b.as_slice())) {
                 Some(Ok(s)) => s,
@@ -529,8 +559,10 @@ impl Worker {
                 }
                 None => TrainState::default(),
             };
+            let key = trip.canonical();
+            loaded.push(key.clone());
             partition.trains.insert(
-                trip.canonical(),
+                key,
                 Train {
                     trip,
                     state,
@@ -541,7 +573,7 @@ impl Worker {
                 },
             );
         }
-        Ok(())
+        Ok(loaded)
     }
 
     /// Publishes the changed trains of partition `k`, sets `dead` aside and
@@ -888,6 +920,32 @@ fn withdrawal_notice(state: &TrainState, now_ms: i64) -> OccupancyEstimate {
     }
 }
 
+/// The verdict on each of `reports` (whose trains' canonical keys are
+/// `keys`), against a ballot of its train taken before any of them is
+/// applied (see [`crate::reputation`] for why): one ballot per train,
+/// however many of its reports the batch holds.
+fn judge_batch(
+    trains: &HashMap<String, Train>,
+    keys: &[String],
+    reports: &[StoredReport],
+    now_ms: i64,
+    params: &Params,
+    reputation: &Reputation,
+) -> Vec<Option<Verdict>> {
+    let mut ballots: HashMap<&str, Option<Ballot<'_>>> = HashMap::new();
+    keys.iter()
+        .zip(reports)
+        .map(|(key, r)| {
+            let ballot = ballots.entry(key.as_str()).or_insert_with(|| {
+                trains
+                    .get(key)
+                    .map(|t| Ballot::new(&t.state, now_ms, params, reputation))
+            });
+            ballot.as_ref().and_then(|b| judge_on(b, r))
+        })
+        .collect()
+}
+
 fn trip_of(r: &StoredReport) -> TripKey {
     TripKey {
         trip_id: r.trip_id.clone(),
@@ -912,6 +970,80 @@ fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reputation::judge;
+
+    fn rider(device: u64, level: u32, at: i64) -> StoredReport {
+        StoredReport {
+            report_id: format!("r{device}-{at}"),
+            device,
+            trip_id: "T1".into(),
+            start_date: "20261126".into(),
+            carriage_sequence: 1,
+            level,
+            observed_at_ms: at,
+            received_at_ms: at,
+            ..StoredReport::default()
+        }
+    }
+
+    #[test]
+    fn a_batch_is_judged_against_its_trains_before_the_batch() {
+        const NOW: i64 = 1_795_000_000_000;
+        let params = Params::default();
+        let mut reputation = Reputation::new();
+        // Three established riders agree the train has many seats.
+        let mut state = TrainState::default();
+        for d in 1..=3 {
+            reputation.remember(d, 4.0);
+            estimator::apply(&mut state, &rider(d, 2, NOW - 5_000), &params);
+        }
+        let trip = TripKey {
+            trip_id: "T1".into(),
+            start_date: "20261126".into(),
+        };
+        let key = trip.canonical();
+        let mut trains = HashMap::new();
+        trains.insert(
+            key.clone(),
+            Train {
+                trip,
+                state: state.clone(),
+                touched_ms: 0,
+                published: false,
+                flags: BTreeMap::new(),
+                memo: TrainMemo::default(),
+            },
+        );
+        // Established newcomers report "full" together in one batch: each
+        // is judged against the three, not against the others of the batch.
+        let batch: Vec<StoredReport> = (10..20)
+            .map(|d| {
+                reputation.remember(d, 4.0);
+                rider(d, 6, NOW)
+            })
+            .collect();
+        let keys = vec![key; batch.len()];
+        let verdicts = judge_batch(&trains, &keys, &batch, NOW, &params, &reputation);
+        for (r, v) in batch.iter().zip(&verdicts) {
+            assert_eq!(*v, judge(&state, r, NOW, &params, &reputation));
+            assert_eq!(*v, Some(Verdict::Contradicts));
+        }
+        // Applied one by one, the last of them would no longer have been
+        // found to contradict anybody: the earlier ones outweigh the three.
+        for r in &batch[..9] {
+            estimator::apply(&mut state, r, &params);
+        }
+        assert_ne!(
+            judge(&state, &batch[9], NOW, &params, &reputation),
+            Some(Verdict::Contradicts)
+        );
+        // A train nobody knows yet is judged by nobody.
+        let elsewhere = vec!["20261126:T2".to_owned()];
+        assert_eq!(
+            judge_batch(&trains, &elsewhere, &batch[..1], NOW, &params, &reputation),
+            vec![None]
+        );
+    }
 
     #[test]
     fn a_reports_key_is_its_trips_canonical_key() {
