@@ -125,6 +125,18 @@ pub struct Config {
     #[arg(long, env = "CROWD_WATCH_BUFFER", default_value_t = 4096)]
     pub watch_buffer: usize,
 
+    /// Trains whose latest estimate is kept in memory for GetOccupancy and
+    /// SearchNearby (least recently used go first); 0 reads every query
+    /// from Redis.
+    #[arg(long, env = "CROWD_ESTIMATE_CACHE", default_value_t = 100_000)]
+    pub estimate_cache: usize,
+
+    /// Seconds a published estimate lives in Redis without a change: the
+    /// aggregators' idle TTL (same variable), which the cache honours, so it
+    /// must not be set higher than theirs.
+    #[arg(long, env = "CROWD_TRAIN_IDLE_SECS", default_value_t = 3600)]
+    pub train_idle_secs: u64,
+
     /// Interval of HTTP/2 keepalive pings, in seconds (dead clients are dropped).
     #[arg(long, env = "CROWD_KEEPALIVE_SECS", default_value_t = 30)]
     pub keepalive_secs: u64,
@@ -203,6 +215,14 @@ impl Config {
     /// Drain deadline on shutdown.
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_secs(self.drain_timeout_secs)
+    }
+
+    /// Lifetime of a published estimate in Redis, in ms (at least 1 s, as
+    /// the aggregators round it).
+    pub fn estimate_ttl_ms(&self) -> i64 {
+        i64::try_from(self.train_idle_secs.saturating_mul(1000))
+            .unwrap_or(i64::MAX)
+            .max(1000)
     }
 }
 

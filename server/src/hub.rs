@@ -9,6 +9,11 @@
 //! On a Redis Cluster the partitions' streams live in different slots, so
 //! the tail reads each stream on its own, all at once and without blocking,
 //! and polls again every [`POLL_INTERVAL`](crowd_proto::connection::POLL_INTERVAL) while nothing changes.
+//!
+//! The tail also feeds the [`EstimateCache`] the queries answer from, and
+//! tells it when it may have missed changes: on every (re)connection, and
+//! when a stream was trimmed past the last change read (checked whenever a
+//! read comes back full, the only way the tail can fall that far behind).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +30,7 @@ use crowd_proto::layout::{ESTIMATE_FIELD, Layout};
 use crowd_proto::pb::v1::OccupancyEstimate;
 
 use crate::error::StoreError;
+use crate::estimate_cache::{EstimateCache, Version};
 use crate::store::bounded;
 
 /// How long one XREAD blocks inside Redis.
@@ -49,12 +55,27 @@ impl Hub {
         buffer: usize,
         shutdown: CancellationToken,
     ) -> (Hub, tokio::task::JoinHandle<()>) {
+        let no_cache = EstimateCache::new(layout, 0, 0);
+        Hub::spawn_feeding(target, layout, timeout, buffer, no_cache, shutdown)
+    }
+
+    /// Starts the tail, which also keeps `cache` up to date; it stops when
+    /// `shutdown` fires.
+    pub fn spawn_feeding(
+        target: Target,
+        layout: Layout,
+        timeout: Duration,
+        buffer: usize,
+        cache: EstimateCache,
+        shutdown: CancellationToken,
+    ) -> (Hub, tokio::task::JoinHandle<()>) {
         let (tx, _) = broadcast::channel(buffer.max(16));
         let tail = Tail {
             target,
             layout,
             timeout,
             tx: tx.clone(),
+            cache,
             // Start with what is appended after the process started (stream
             // ids are Redis' clock in ms): unlike `$`, this neither skips the
             // changes made while connecting nor needs Redis to be up.
@@ -83,6 +104,8 @@ struct Tail {
     layout: Layout,
     timeout: Duration,
     tx: broadcast::Sender<Arc<OccupancyEstimate>>,
+    /// The latest estimates, kept by this tail.
+    cache: EstimateCache,
     /// Last id seen per partition.
     last_ids: Vec<String>,
 }
@@ -92,9 +115,13 @@ impl Tail {
         loop {
             match self.connect().await {
                 Ok(mut conn) => {
+                    // Changes may have been missed while not connected (or
+                    // Redis restarted empty): the cache starts afresh.
+                    self.cache.following();
                     if let Err(e) = self.follow(&mut conn).await {
                         tracing::warn!(error = %e, "estimate tail interrupted; reconnecting");
                     }
+                    self.cache.lost();
                 }
                 Err(e) => tracing::debug!(error = %e, "estimate tail cannot connect"),
             }
@@ -125,9 +152,16 @@ impl Tail {
                 let Some(i) = keys.iter().position(|k| *k == stream.key) else {
                     continue;
                 };
+                let full = stream.ids.len() >= COUNT;
+                let before = self.last_ids[i].clone();
                 for entry in stream.ids {
                     self.last_ids[i] = entry.id.clone();
-                    self.publish(&stream.key, &entry);
+                    self.publish(i as u16, &stream.key, &entry);
+                }
+                if full && self.trimmed_past(conn, &stream.key, &before).await? {
+                    metrics::counter!("crowd_server_watch_gaps_total").increment(1);
+                    tracing::warn!(stream = %stream.key, "estimate changes trimmed before the tail read them; cache invalidated");
+                    self.cache.following();
                 }
             }
         }
@@ -177,20 +211,83 @@ impl Tail {
         poll_each(&streams, None, |s: &StreamKey| !s.ids.is_empty(), read).await
     }
 
-    /// Decodes one change and hands it to every watcher.
-    fn publish(&self, key: &str, entry: &redis::streams::StreamId) {
+    /// Whether entries of `key` newer than `before` were deleted (trimmed),
+    /// i.e. the read that followed `before` may have skipped some: Redis 7's
+    /// `max-deleted-entry-id`. Without it (an older Redis), assumed so.
+    async fn trimmed_past(
+        &self,
+        conn: &mut Connection,
+        key: &str,
+        before: &str,
+    ) -> Result<bool, StoreError> {
+        let info: Value = bounded(
+            "XINFO",
+            self.timeout,
+            redis::cmd("XINFO").arg("STREAM").arg(key).query_async(conn),
+        )
+        .await?;
+        let deleted = field(&info, "max-deleted-entry-id").and_then(|v| match v {
+            Value::BulkString(b) => Version::parse(std::str::from_utf8(b).ok()?),
+            Value::SimpleString(s) => Version::parse(s),
+            _ => None,
+        });
+        Ok(match (deleted, Version::parse(before)) {
+            (Some(deleted), Some(before)) => deleted > before,
+            _ => true,
+        })
+    }
+
+    /// Decodes one change of partition `k`, keeps it in the cache and hands
+    /// it to every watcher.
+    fn publish(&self, k: u16, key: &str, entry: &redis::streams::StreamId) {
         match entry.map.get(ESTIMATE_FIELD) {
             Some(Value::BulkString(bytes)) => match codec::decode_estimate(bytes) {
                 Ok(estimate) => {
                     metrics::counter!("crowd_server_watch_changes_total").increment(1);
                     record_age(&estimate);
+                    let estimate = Arc::new(estimate);
+                    match Version::parse(&entry.id) {
+                        Some(version) => {
+                            self.cache
+                                .apply(k, version, &estimate, Utc::now().timestamp_millis())
+                        }
+                        None => {
+                            tracing::warn!(id = %entry.id, "update entry id unreadable");
+                            self.cache.following();
+                        }
+                    }
                     // No receivers is fine: nobody is watching.
-                    let _ = self.tx.send(Arc::new(estimate));
+                    let _ = self.tx.send(estimate);
                 }
-                Err(e) => tracing::warn!(error = %e, id = %entry.id, "bad update entry"),
+                Err(e) => {
+                    tracing::warn!(error = %e, id = %entry.id, "bad update entry");
+                    // Which train changed is unknown: forget them all.
+                    self.cache.following();
+                }
             },
-            _ => tracing::warn!(id = %entry.id, key, "update entry without estimate"),
+            _ => {
+                tracing::warn!(id = %entry.id, key, "update entry without estimate");
+                self.cache.following();
+            }
         }
+    }
+}
+
+/// The value of `name` in a reply of field-value pairs (RESP2 array or
+/// RESP3 map).
+fn field<'v>(reply: &'v Value, name: &str) -> Option<&'v Value> {
+    let is = |v: &Value| match v {
+        Value::BulkString(b) => b.as_slice() == name.as_bytes(),
+        Value::SimpleString(s) => s == name,
+        _ => false,
+    };
+    match reply {
+        Value::Array(items) => items
+            .chunks_exact(2)
+            .find(|pair| is(&pair[0]))
+            .map(|pair| &pair[1]),
+        Value::Map(pairs) => pairs.iter().find(|(k, _)| is(k)).map(|(_, v)| v),
+        _ => None,
     }
 }
 

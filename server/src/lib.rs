@@ -9,7 +9,8 @@
 //! - [`ingest`] + [`ratelimit`] + [`dedup`] + [`writer`]: the write path.
 //! - [`audience`] + [`contributions`]: the nudge in each ACCEPTED ack (how
 //!   many riders the report helps, how many reports the device made).
-//! - [`queries`] + [`estimates`] + [`watch`] + [`hub`]: the read path.
+//! - [`queries`] + [`estimates`] + [`watch`] + [`hub`]: the read path;
+//!   [`estimate_cache`] + [`estimate_reads`]: the latest estimates in memory.
 //! - [`store`]: the Redis connection, every call bounded in time.
 //! - [`open_streams`]: the server-wide cap on open streaming calls.
 //! - [`health`] + [`http`]: liveness for load balancers.
@@ -26,6 +27,8 @@ pub mod config;
 pub mod contributions;
 pub mod dedup;
 pub mod error;
+pub mod estimate_cache;
+pub mod estimate_reads;
 pub mod estimates;
 pub mod feed;
 pub mod flagged;

@@ -1,6 +1,8 @@
 //! `OccupancyService`: riders read back what the aggregator published.
 //! Arguments are validated here (INVALID_ARGUMENT names the field); reads go
-//! through [`Estimates`], watches through the process-wide [`Hub`]. Every
+//! through [`EstimateReads`] (memory first, then Redis), a watch's first
+//! snapshot through [`Estimates`], its changes through the process-wide
+//! [`Hub`]. Every
 //! answer and every watch is noted in the [`Audience`], for the nudge of
 //! report acks.
 
@@ -19,6 +21,7 @@ use crowd_proto::pb::v1::{
 use crowd_proto::validate::{validate_position, validate_trip};
 
 use crate::audience::{Audience, Viewer};
+use crate::estimate_reads::EstimateReads;
 use crate::estimates::Estimates;
 use crate::hub::Hub;
 use crate::open_streams::{Held, OpenStreams};
@@ -34,7 +37,11 @@ pub const MAX_NEARBY_LIMIT: u32 = 200;
 /// The `OccupancyService` implementation.
 #[derive(Debug, Clone)]
 pub struct Queries {
-    /// Reads of published estimates.
+    /// Estimates by trip for GetOccupancy and SearchNearby, from memory
+    /// when the cache knows them.
+    pub reads: EstimateReads,
+    /// Reads of published estimates straight from Redis (watch snapshots,
+    /// geo searches).
     pub estimates: Estimates,
     /// The process-wide tail of estimate changes.
     pub hub: Hub,
@@ -135,7 +142,7 @@ impl OccupancyService for Queries {
     ) -> Result<Response<GetOccupancyResponse>, Status> {
         let viewer = Viewer::of(request.remote_addr());
         let trips = self.trips(&request.get_ref().trips)?;
-        let estimates = self.estimates.get(&trips).await?;
+        let estimates = self.reads.get(&trips).await?;
         self.audience
             .answered(viewer, &shown(&estimates), Instant::now());
         Ok(Response::new(GetOccupancyResponse { estimates }))
@@ -192,7 +199,7 @@ impl OccupancyService for Queries {
             .nearby(args.longitude, args.latitude, args.radius_m, args.limit)
             .await?;
         let trips: Vec<TripKey> = nearby.into_iter().map(|n| n.trip).collect();
-        let estimates = self.estimates.get(&trips).await?;
+        let estimates = self.reads.get(&trips).await?;
         self.audience
             .answered(viewer, &shown(&estimates), Instant::now());
         Ok(Response::new(SearchNearbyResponse { estimates }))

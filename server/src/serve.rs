@@ -67,11 +67,18 @@ pub async fn run(
             retention: config.retention(),
         },
     );
-    let (hub, hub_task) = Hub::spawn(
+    // The latest estimates in memory, kept by the tail of changes.
+    let cache = crate::estimate_cache::EstimateCache::new(
+        layout,
+        config.estimate_ttl_ms(),
+        config.estimate_cache,
+    );
+    let (hub, hub_task) = Hub::spawn_feeding(
         target,
         layout,
         config.redis_timeout(),
         config.watch_buffer,
+        cache.clone(),
         token.clone(),
     );
     let (reporter, health_service) = tonic_health::server::health_reporter();
@@ -140,6 +147,10 @@ pub async fn run(
     });
     let operator = operators.service(estimates.clone(), config.max_message_bytes);
     let queries = Queries {
+        reads: crate::estimate_reads::EstimateReads {
+            estimates: estimates.clone(),
+            cache,
+        },
         estimates,
         hub,
         max_trips: config.max_trips,
