@@ -381,8 +381,11 @@ pub fn consensus(
 /// each question then costs a pass over the votes, without weighing
 /// anything again.
 pub struct Ballot<'a> {
-    /// The votes of the state's observations, in their order.
+    /// The votes of the state's observations by car, each car's in the
+    /// observations' order (by device).
     votes: Vec<Vote<'a>>,
+    /// Each car with the range of its votes.
+    cars: Vec<(u32, std::ops::Range<usize>)>,
 }
 
 impl std::fmt::Debug for Ballot<'_> {
@@ -398,23 +401,33 @@ impl<'a> Ballot<'a> {
     pub fn new(state: &'a TrainState, now_ms: i64, params: &Params, trust: &impl Trust) -> Self {
         let burst = burst::burst_devices(&state.observations, params.half_life_ms);
         let clock = Clock::new(now_ms, params);
-        let votes = state
+        let mut votes: Vec<Vote<'a>> = state
             .observations
             .iter()
             .filter_map(|o| Vote::new(o, &clock, trust, &burst))
             .collect();
-        Ballot { votes }
+        // Stable: within a car the votes keep the observations' order.
+        votes.sort_by_key(|v| v.obs.carriage_sequence);
+        let mut cars: Vec<(u32, std::ops::Range<usize>)> = Vec::new();
+        for (i, v) in votes.iter().enumerate() {
+            match cars.last_mut() {
+                Some((car, range)) if *car == v.obs.carriage_sequence => range.end = i + 1,
+                _ => cars.push((v.obs.carriage_sequence, i..i + 1)),
+            }
+        }
+        Ballot { votes, cars }
     }
 
     /// [`consensus`] of the state this ballot was built from.
     pub fn consensus(&self, car: Option<u32>, exclude: u64) -> Option<Consensus> {
-        let votes: Vec<&Vote<'_>> = self
-            .votes
-            .iter()
-            .filter(|v| v.obs.device != exclude)
-            .filter(|v| car.is_none_or(|c| v.obs.carriage_sequence == c))
-            .collect();
-        consensus_of(votes, car)
+        let votes = match car {
+            Some(c) => {
+                let i = self.cars.binary_search_by_key(&c, |(car, _)| *car).ok()?;
+                &self.votes[self.cars[i].1.clone()]
+            }
+            None => &self.votes[..],
+        };
+        consensus_of(votes.iter().filter(|v| v.obs.device != exclude), car)
     }
 }
 
