@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use redis::Value;
-use redis::streams::{StreamKey, StreamReadReply};
+use redis::streams::{StreamKey, StreamRangeReply, StreamReadReply};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
@@ -211,28 +211,24 @@ impl Tail {
         poll_each(&streams, None, |s: &StreamKey| !s.ids.is_empty(), read).await
     }
 
-    /// Whether entries of `key` newer than `before` were deleted (trimmed),
-    /// i.e. the read that followed `before` may have skipped some: Redis 7's
-    /// `max-deleted-entry-id`. Without it (an older Redis), assumed so.
+    /// Whether `key` may have been trimmed past `before` before the read
+    /// that followed it: its oldest entry is newer than `before`. Trimming
+    /// takes the oldest entries first, so a change the read skipped means
+    /// every entry up to it is gone, `before` included. (Conservative: a
+    /// tail lagging right at the trimming edge sees a gap too.)
     async fn trimmed_past(
         &self,
         conn: &mut Connection,
         key: &str,
         before: &str,
     ) -> Result<bool, StoreError> {
-        let info: Value = bounded(
-            "XINFO",
-            self.timeout,
-            redis::cmd("XINFO").arg("STREAM").arg(key).query_async(conn),
-        )
-        .await?;
-        let deleted = field(&info, "max-deleted-entry-id").and_then(|v| match v {
-            Value::BulkString(b) => Version::parse(std::str::from_utf8(b).ok()?),
-            Value::SimpleString(s) => Version::parse(s),
-            _ => None,
-        });
-        Ok(match (deleted, Version::parse(before)) {
-            (Some(deleted), Some(before)) => deleted > before,
+        let mut cmd = redis::cmd("XRANGE");
+        cmd.arg(key).arg("-").arg("+").arg("COUNT").arg(1);
+        let oldest: StreamRangeReply =
+            bounded("XRANGE", self.timeout, cmd.query_async(conn)).await?;
+        let oldest = oldest.ids.first().and_then(|e| Version::parse(&e.id));
+        Ok(match (oldest, Version::parse(before)) {
+            (Some(oldest), Some(before)) => oldest > before,
             _ => true,
         })
     }
@@ -270,24 +266,6 @@ impl Tail {
                 self.cache.following();
             }
         }
-    }
-}
-
-/// The value of `name` in a reply of field-value pairs (RESP2 array or
-/// RESP3 map).
-fn field<'v>(reply: &'v Value, name: &str) -> Option<&'v Value> {
-    let is = |v: &Value| match v {
-        Value::BulkString(b) => b.as_slice() == name.as_bytes(),
-        Value::SimpleString(s) => s == name,
-        _ => false,
-    };
-    match reply {
-        Value::Array(items) => items
-            .chunks_exact(2)
-            .find(|pair| is(&pair[0]))
-            .map(|pair| &pair[1]),
-        Value::Map(pairs) => pairs.iter().find(|(k, _)| is(k)).map(|(_, v)| v),
-        _ => None,
     }
 }
 

@@ -44,6 +44,12 @@ impl Publisher {
 
     /// SET the estimate, ZADD the train, GEOADD its position, XADD the change.
     async fn publish(&mut self, estimate: &OccupancyEstimate) {
+        self.publish_for(estimate, None).await;
+    }
+
+    /// [`publish`](Self::publish), the estimate key expiring after `ttl_ms`
+    /// (the aggregator's idle TTL) when given.
+    async fn publish_for(&mut self, estimate: &OccupancyEstimate, ttl_ms: Option<u64>) {
         let t = estimate.trip.as_ref().unwrap();
         let key = TripKey {
             trip_id: t.trip_id.clone(),
@@ -55,8 +61,11 @@ impl Publisher {
         pipe.atomic()
             .cmd("SET")
             .arg(self.layout.estimate(k, &key))
-            .arg(&bytes)
-            .ignore()
+            .arg(&bytes);
+        if let Some(ttl_ms) = ttl_ms {
+            pipe.arg("PX").arg(ttl_ms);
+        }
+        pipe.ignore()
             .cmd("ZADD")
             .arg(self.layout.trains(k))
             .arg(Utc::now().timestamp_millis())
@@ -80,6 +89,40 @@ impl Publisher {
             .arg(&bytes)
             .ignore();
         let () = pipe.query_async(&mut self.conn).await.unwrap();
+    }
+
+    /// DEL the estimate and XADD the withdrawal notice (the train, no
+    /// level), as the aggregator does when no report counts any more.
+    async fn withdraw(&mut self, trip_id: &str) {
+        let key = TripKey {
+            trip_id: trip_id.into(),
+            start_date: trip(trip_id).start_date,
+        };
+        let k = self.layout.partition_of(&key);
+        let notice = OccupancyEstimate {
+            trip: Some(trip(trip_id)),
+            updated_at: Some(codec::timestamp_from_ms(Utc::now().timestamp_millis())),
+            source: EstimateSource::Crowd as i32,
+            ..OccupancyEstimate::default()
+        };
+        let () = redis::pipe()
+            .atomic()
+            .cmd("DEL")
+            .arg(self.layout.estimate(k, &key))
+            .ignore()
+            .cmd("ZREM")
+            .arg(self.layout.geo(k))
+            .arg(key.canonical())
+            .ignore()
+            .cmd("XADD")
+            .arg(self.layout.updates(k))
+            .arg("*")
+            .arg(ESTIMATE_FIELD)
+            .arg(codec::encode_estimate(&notice))
+            .ignore()
+            .query_async(&mut self.conn)
+            .await
+            .unwrap();
     }
 }
 
@@ -449,5 +492,215 @@ async fn a_watch_survives_a_redis_restart() {
             Err(_) => assert!(Instant::now() < deadline, "no change after Redis came back"),
         }
     }
+    server.stop().await;
+}
+
+/// The estimates GetOccupancy answers for `trip_ids`.
+async fn get(
+    client: &mut OccupancyServiceClient<Channel>,
+    trip_ids: &[&str],
+) -> Vec<OccupancyEstimate> {
+    client
+        .get_occupancy(GetOccupancyRequest {
+            trips: trip_ids.iter().map(|t| trip(t)).collect(),
+        })
+        .await
+        .expect("GetOccupancy")
+        .into_inner()
+        .estimates
+}
+
+/// Asks for `trip_id` until the answer is `want`, failing after
+/// `within`; returns how long it took.
+async fn until_answered(
+    client: &mut OccupancyServiceClient<Channel>,
+    trip_id: &str,
+    want: &[OccupancyEstimate],
+    within: Duration,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        let got = get(client, &[trip_id]).await;
+        if got == want {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "{trip_id}: still {got:?} after {within:?}, want {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_right_after_an_update_sees_it_and_never_goes_back() {
+    let redis = RedisServer::start();
+    let server = TestServer::start(&redis.url()).await;
+    let mut publisher = Publisher::new(&redis.url(), Layout::new(server.config.partitions)).await;
+    let mut client = client(&server).await;
+    let mut current = estimate("T1", "B", CrowdingLevel::Empty, PARIS);
+    publisher.publish(&current).await;
+    // The first answer comes from Redis and is kept.
+    assert_eq!(get(&mut client, &["T1"]).await, vec![current.clone()]);
+
+    let levels = [
+        CrowdingLevel::ManySeatsAvailable,
+        CrowdingLevel::FewSeatsAvailable,
+        CrowdingLevel::StandingRoomOnly,
+        CrowdingLevel::Full,
+    ];
+    for level in levels {
+        let previous = current;
+        current = estimate("T1", "B", level, PARIS);
+        publisher.publish(&current).await;
+        // Until the tail brings the change, the previous estimate; then
+        // the new one, as soon as watchers get it, and never the old again.
+        let start = Instant::now();
+        let mut seen_new = false;
+        while start.elapsed() < Duration::from_millis(200) {
+            let got = get(&mut client, &["T1"]).await;
+            if seen_new {
+                assert_eq!(got, vec![current.clone()], "went back after {level:?}");
+            } else if got == vec![current.clone()] {
+                seen_new = true;
+                assert!(start.elapsed() < UPDATE_WITHIN);
+            } else {
+                assert_eq!(got, vec![previous.clone()]);
+            }
+        }
+        assert!(seen_new, "{level:?} never answered");
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawn_estimate_disappears_and_a_new_one_comes_back() {
+    let redis = RedisServer::start();
+    let server = TestServer::start(&redis.url()).await;
+    let mut publisher = Publisher::new(&redis.url(), Layout::new(server.config.partitions)).await;
+    let mut client = client(&server).await;
+    let t1 = estimate("T1", "B", CrowdingLevel::Full, PARIS);
+    let t2 = estimate("T2", "B", CrowdingLevel::Empty, PARIS);
+    publisher.publish(&t1).await;
+    publisher.publish(&t2).await;
+    assert_eq!(get(&mut client, &["T1", "T2"]).await, vec![t1, t2.clone()]);
+
+    publisher.withdraw("T1").await;
+    until_answered(&mut client, "T1", &[], UPDATE_WITHIN).await;
+    assert_eq!(get(&mut client, &["T1", "T2"]).await, vec![t2]);
+
+    // Published again, the train is back.
+    let again = estimate("T1", "B", CrowdingLevel::StandingRoomOnly, PARIS);
+    publisher.publish(&again).await;
+    until_answered(&mut client, "T1", &[again], UPDATE_WITHIN).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_estimate_is_not_answered_after_its_key_expired() {
+    let redis = RedisServer::start();
+    let mut config = crowd_server::Config::for_redis(redis.url());
+    // The shortest idle TTL the aggregator allows: 1 s.
+    config.train_idle_secs = 1;
+    let server = TestServer::start_unchecked(config).await;
+    server
+        .wait_for_health(
+            crowd_server::health::protocol::health_check_response::ServingStatus::Serving,
+        )
+        .await;
+    let mut publisher = Publisher::new(&redis.url(), Layout::new(server.config.partitions)).await;
+    let mut client = client(&server).await;
+    // Kept by the tail (published after the server started) and by a fill.
+    let tailed = estimate("TAILED", "B", CrowdingLevel::Full, PARIS);
+    publisher.publish_for(&tailed, Some(1000)).await;
+    until_answered(&mut client, "TAILED", &[tailed], UPDATE_WITHIN).await;
+    let filled = estimate("FILLED", "B", CrowdingLevel::Full, PARIS);
+    publisher.publish_for(&filled, Some(1000)).await;
+    assert_eq!(get(&mut client, &["FILLED"]).await, vec![filled]);
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(
+        get(&mut client, &["TAILED", "FILLED"]).await.is_empty(),
+        "an estimate outlived its key"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_agree_after_every_change() {
+    let redis = RedisServer::start();
+    let a = TestServer::start(&redis.url()).await;
+    let b = TestServer::start(&redis.url()).await;
+    let mut publisher = Publisher::new(&redis.url(), Layout::new(a.config.partitions)).await;
+    let (mut ca, mut cb) = (client(&a).await, client(&b).await);
+    let first = estimate("T1", "B", CrowdingLevel::Empty, PARIS);
+    publisher.publish(&first).await;
+    assert_eq!(get(&mut ca, &["T1"]).await, vec![first.clone()]);
+    assert_eq!(get(&mut cb, &["T1"]).await, vec![first]);
+
+    for level in [CrowdingLevel::Full, CrowdingLevel::FewSeatsAvailable] {
+        let next = estimate("T1", "B", level, PARIS);
+        publisher.publish(&next).await;
+        let want = vec![next];
+        until_answered(&mut ca, "T1", &want, UPDATE_WITHIN).await;
+        until_answered(&mut cb, "T1", &want, UPDATE_WITHIN).await;
+    }
+    publisher.withdraw("T1").await;
+    until_answered(&mut ca, "T1", &[], UPDATE_WITHIN).await;
+    until_answered(&mut cb, "T1", &[], UPDATE_WITHIN).await;
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_trimmed_before_the_tail_read_them_are_not_missed() {
+    let redis = RedisServer::start();
+    let server = TestServer::start(&redis.url()).await;
+    let layout = Layout::new(server.config.partitions);
+    let mut publisher = Publisher::new(&redis.url(), layout).await;
+    let mut client = client(&server).await;
+    let old = estimate("T1", "B", CrowdingLevel::Empty, PARIS);
+    publisher.publish(&old).await;
+    until_answered(&mut client, "T1", &[old], UPDATE_WITHIN).await;
+
+    // In one transaction: T1 changes, then 3,000 changes of other trains
+    // of its partition push T1's out of a stream capped at 1,500 before the
+    // tail can read it.
+    let t1 = TripKey {
+        trip_id: "T1".into(),
+        start_date: trip("T1").start_date,
+    };
+    let k = layout.partition_of(&t1);
+    let new = estimate("T1", "B", CrowdingLevel::Full, PARIS);
+    let mut pipe = redis::pipe();
+    pipe.atomic()
+        .cmd("SET")
+        .arg(layout.estimate(k, &t1))
+        .arg(codec::encode_estimate(&new))
+        .ignore()
+        .cmd("XADD")
+        .arg(layout.updates(k))
+        .arg("*")
+        .arg(ESTIMATE_FIELD)
+        .arg(codec::encode_estimate(&new))
+        .ignore();
+    let filler = codec::encode_estimate(&estimate("OTHER", "B", CrowdingLevel::Empty, PARIS));
+    for _ in 0..3000 {
+        pipe.cmd("XADD")
+            .arg(layout.updates(k))
+            .arg("MAXLEN")
+            .arg(1500)
+            .arg("*")
+            .arg(ESTIMATE_FIELD)
+            .arg(&filler)
+            .ignore();
+    }
+    let mut con = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let () = pipe.query_async(&mut con).await.unwrap();
+    until_answered(&mut client, "T1", &[new], UPDATE_WITHIN).await;
     server.stop().await;
 }

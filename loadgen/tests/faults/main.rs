@@ -7,6 +7,7 @@
 mod aggregator_crash;
 mod client_kill;
 mod cluster;
+mod estimate_cache;
 mod fencing;
 mod flood;
 mod helpers;
