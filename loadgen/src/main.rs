@@ -13,6 +13,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use crowd_loadgen::{bench, demo, driver, quality};
 
+/// mimalloc, as in the server: the driver's thousands of gRPC streams
+/// allocate and free small buffers across threads all the time.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "loadgen", version, about = "Load generator and demo for crowd")]
 struct Cli {

@@ -3,9 +3,15 @@
 //!
 //! It is only a fast path: the aggregator deduplicates authoritatively, so
 //! forgetting the oldest ids (or another server taking the retry) is safe.
+//!
+//! Every operation is O(1): a claim is one map insert, a release (a write
+//! that failed) removes the id from the map only, and the eviction queue
+//! skips entries whose id was released or claimed again since. Releases
+//! come in bursts exactly when the server is overloaded or Redis is down,
+//! so a release must not cost a scan of the whole memory.
 
-use std::collections::{HashSet, VecDeque};
-use std::sync::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 
 /// Recently taken report ids, oldest evicted first.
 #[derive(Debug)]
@@ -16,8 +22,13 @@ pub struct RecentIds {
 
 #[derive(Debug, Default)]
 struct Inner {
-    ids: HashSet<String>,
-    order: VecDeque<String>,
+    /// Each remembered id and the number of the claim that took it.
+    ids: HashMap<Arc<str>, u64>,
+    /// Claims in the order they were made; an entry whose number no longer
+    /// matches `ids` was released (or re-claimed) and is skipped.
+    order: VecDeque<(Arc<str>, u64)>,
+    /// Number of the next claim.
+    next: u64,
 }
 
 impl RecentIds {
@@ -33,27 +44,31 @@ impl RecentIds {
     /// when it was taken recently.
     pub fn claim(&self, id: &str) -> bool {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if inner.ids.contains(id) {
+        if inner.ids.contains_key(id) {
             return false;
         }
-        if inner.order.len() >= self.capacity
-            && let Some(old) = inner.order.pop_front()
-        {
-            inner.ids.remove(&old);
+        // Released claims still hold a place in `order`: drop them first so
+        // the queue stays within twice the capacity whatever the releases.
+        while inner.ids.len() >= self.capacity || inner.order.len() >= 2 * self.capacity {
+            let Some((old, claim)) = inner.order.pop_front() else {
+                break;
+            };
+            if inner.ids.get(&old) == Some(&claim) {
+                inner.ids.remove(&old);
+            }
         }
-        inner.ids.insert(id.to_owned());
-        inner.order.push_back(id.to_owned());
+        let claim = inner.next;
+        inner.next += 1;
+        let id: Arc<str> = Arc::from(id);
+        inner.ids.insert(id.clone(), claim);
+        inner.order.push_back((id, claim));
         true
     }
 
     /// Forgets a claim whose write failed, so the client's retry is written.
     pub fn release(&self, id: &str) {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if inner.ids.remove(id)
-            && let Some(pos) = inner.order.iter().rposition(|x| x == id)
-        {
-            inner.order.remove(pos);
-        }
+        inner.ids.remove(id);
     }
 }
 
@@ -78,5 +93,34 @@ mod tests {
         assert!(ids.claim("c"));
         assert!(ids.claim("a"), "a was evicted");
         assert!(!ids.claim("c"));
+    }
+
+    #[test]
+    fn a_released_then_reclaimed_id_is_not_evicted_by_its_old_place() {
+        let ids = RecentIds::new(3);
+        assert!(ids.claim("a"));
+        ids.release("a");
+        assert!(ids.claim("b"));
+        assert!(ids.claim("a"));
+        assert!(ids.claim("c"));
+        // Full (b, a, c): the next claim evicts b, the oldest live claim,
+        // not a through the stale entry of its first claim.
+        assert!(ids.claim("d"));
+        assert!(!ids.claim("a"), "a was claimed after b");
+        assert!(!ids.claim("c"));
+        assert!(ids.claim("b"), "b was evicted");
+    }
+
+    #[test]
+    fn releases_do_not_grow_the_memory_past_its_bound() {
+        let ids = RecentIds::new(4);
+        for i in 0..1_000 {
+            let id = i.to_string();
+            assert!(ids.claim(&id));
+            ids.release(&id);
+        }
+        let inner = ids.inner.lock().unwrap();
+        assert!(inner.ids.is_empty());
+        assert!(inner.order.len() <= 8, "{}", inner.order.len());
     }
 }

@@ -16,13 +16,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
-use tokio::sync::{mpsc, oneshot};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -35,6 +35,7 @@ use crowd_proto::pb::v1::{
 };
 use crowd_proto::validate::{Limits, validate_report};
 
+use crate::acks::{self, AckBatch, AckSender, AckStream};
 use crate::audience::Audience;
 use crate::contributions::{self, Contributions};
 use crate::dedup::RecentIds;
@@ -100,6 +101,8 @@ struct Inner {
     config: IngestConfig,
     queue: WriteQueue,
     recent: RecentIds,
+    /// Name of each partition's reports stream, made once.
+    streams: Vec<Arc<str>>,
     /// `None` when device rates are not limited.
     limiter: Option<DeviceLimiter>,
     /// Fires on server shutdown: streams stop reading and drain their acks.
@@ -148,11 +151,16 @@ impl Ingest {
                 MAX_TRACKED_DEVICES,
             )
         });
+        let layout = &config.layout;
+        let streams = (0..layout.partitions())
+            .map(|k| Arc::from(layout.reports(k)))
+            .collect();
         Ingest {
             inner: Arc::new(Inner {
                 config,
                 queue,
                 recent,
+                streams,
                 limiter,
                 shutdown,
             }),
@@ -206,8 +214,8 @@ impl Inner {
             );
             return Admission::Ready(ack(&report.report_id, AckStatus::Rejected, reason));
         }
-        let layout = &self.config.layout;
-        let stream = layout.reports(layout.partition_of(&report.trip));
+        let partition = self.config.layout.partition_of(&report.trip);
+        let stream = self.streams[usize::from(partition)].clone();
         match self
             .queue
             .submit(stream, codec::encode_report(&report, now))
@@ -304,7 +312,7 @@ impl Inner {
         self: Arc<Self>,
         mut inbound: Streaming<CrowdingReport>,
         reporter: Option<SocketAddr>,
-        tx: mpsc::Sender<Result<ReportAck, Status>>,
+        tx: AckSender,
     ) {
         let mut pending = FuturesOrdered::new();
         let mut reading = true;
@@ -320,10 +328,9 @@ impl Inner {
             }
             tokio::select! {
                 biased;
-                Some(result) = pending.next(), if !pending.is_empty() => {
-                    let result: Result<ReportAck, Status> = result;
-                    let failed = result.is_err();
-                    if tx.send(result).await.is_err() || failed {
+                batch = ready_acks(&mut pending), if !pending.is_empty() => {
+                    let failed = batch.last().is_some_and(Result::is_err);
+                    if tx.send(batch).await.is_err() || failed {
                         return;
                     }
                     // Waiting for our acks is not the client's silence.
@@ -368,9 +375,33 @@ impl Inner {
             }
         }
         if let Some(status) = end {
-            let _ = tx.send(Err(status)).await;
+            let _ = tx.send(vec![Err(status)]).await;
         }
     }
+}
+
+/// Every ack at the head of `pending` that is ready now, in order, up to and
+/// including the first error (which ends the stream); waits for the first.
+async fn ready_acks<F>(pending: &mut FuturesOrdered<F>) -> AckBatch
+where
+    F: Future<Output = Result<ReportAck, Status>>,
+{
+    std::future::poll_fn(|cx| {
+        let mut batch = AckBatch::new();
+        while let Poll::Ready(Some(result)) = pending.poll_next_unpin(cx) {
+            let failed = result.is_err();
+            batch.push(result);
+            if failed {
+                break;
+            }
+        }
+        if batch.is_empty() {
+            Poll::Pending
+        } else {
+            Poll::Ready(batch)
+        }
+    })
+    .await
 }
 
 fn ack(report_id: &str, status: AckStatus, reason: String) -> ReportAck {
@@ -385,7 +416,7 @@ fn ack(report_id: &str, status: AckStatus, reason: String) -> ReportAck {
 
 #[tonic::async_trait]
 impl ReportService for Ingest {
-    type StreamReportsStream = Held<ReceiverStream<Result<ReportAck, Status>>>;
+    type StreamReportsStream = Held<AckStream>;
 
     async fn stream_reports(
         &self,
@@ -395,10 +426,10 @@ impl ReportService for Ingest {
             return Err(StoreError::ShuttingDown.into());
         }
         let place = self.inner.config.open_streams.open()?;
-        let (tx, rx) = mpsc::channel(self.inner.config.max_inflight.max(1));
+        let (tx, rx) = acks::channel();
         let reporter = request.remote_addr();
         tokio::spawn(self.inner.clone().pump(request.into_inner(), reporter, tx));
-        Ok(Response::new(place.hold(ReceiverStream::new(rx))))
+        Ok(Response::new(place.hold(rx)))
     }
 
     async fn submit_report(

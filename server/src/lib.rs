@@ -6,7 +6,8 @@
 //! completes, so `main` and tests start the very same server.
 //!
 //! - [`config`]: flags and environment.
-//! - [`ingest`] + [`ratelimit`] + [`dedup`] + [`writer`]: the write path.
+//! - [`ingest`] + [`acks`] + [`ratelimit`] + [`dedup`] + [`writer`]: the
+//!   write path.
 //! - [`audience`] + [`contributions`]: the nudge in each ACCEPTED ack (how
 //!   many riders the report helps, how many reports the device made).
 //! - [`queries`] + [`estimates`] + [`watch`] + [`hub`]: the read path;
@@ -21,6 +22,7 @@
 //!   the operators' gRPC service behind API keys, with the GTFS static
 //!   schedule.
 
+pub mod acks;
 pub mod audience;
 pub mod auth;
 pub mod config;

@@ -7,6 +7,14 @@ use tracing_subscriber::EnvFilter;
 
 use crowd_server::Config;
 
+/// mimalloc instead of glibc's malloc: every report allocates a few dozen
+/// small short-lived buffers on one thread and frees them on another, which
+/// glibc serves with lock-protected arenas and bin consolidation. Built
+/// without transparent huge pages (`no_thp`): with them a server holding
+/// 10,000 open streams resided about 100 MiB larger.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()

@@ -24,8 +24,8 @@ pub type WriteResult = Result<(), StoreError>;
 /// One report to append.
 #[derive(Debug)]
 struct Entry {
-    /// Key of the partition's reports stream.
-    stream: String,
+    /// Key of the partition's reports stream (shared: one per partition).
+    stream: Arc<str>,
     /// Encoded `StoredReport`.
     bytes: Vec<u8>,
     /// Where the outcome goes.
@@ -43,7 +43,7 @@ impl WriteQueue {
     /// is full, so an overloaded server answers instead of piling up.
     pub fn submit(
         &self,
-        stream: String,
+        stream: Arc<str>,
         bytes: Vec<u8>,
     ) -> Result<oneshot::Receiver<WriteResult>, StoreError> {
         let (done, rx) = oneshot::channel();
@@ -136,7 +136,7 @@ async fn write_batch(store: &Store, entries: &mut Vec<Entry>, trim: Trim) {
     let mut pipe = redis::pipe();
     for e in entries.iter() {
         pipe.cmd("XADD")
-            .arg(&e.stream)
+            .arg(&*e.stream)
             .arg("MAXLEN")
             .arg("~")
             .arg(trim.maxlen)
@@ -152,7 +152,7 @@ async fn write_batch(store: &Store, entries: &mut Vec<Entry>, trim: Trim) {
             .checked_sub(retention)
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_millis());
-        let mut streams: Vec<&str> = entries.iter().map(|e| e.stream.as_str()).collect();
+        let mut streams: Vec<&str> = entries.iter().map(|e| &*e.stream).collect();
         streams.sort_unstable();
         streams.dedup();
         for stream in streams {

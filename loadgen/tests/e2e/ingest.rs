@@ -699,3 +699,63 @@ async fn a_full_write_queue_answers_resource_exhausted_at_once() {
         .expect("second report hung");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_keep_arrival_order_when_answers_are_ready_at_different_times() {
+    let redis = RedisServer::start();
+    let server = TestServer::start(&redis.url()).await;
+    let mut client = server.reports().await;
+    let mut stream = ReportStream::open(&mut client).await;
+
+    // More than the reports one stream may have in flight (256), mixing
+    // answers ready at once (REJECTED, DUPLICATE) with ones that wait for
+    // their write: acks leave in batches, and still in arrival order.
+    let expected: Vec<(String, AckStatus)> = (0..600)
+        .map(|i| match i {
+            i if i % 7 == 3 => (format!("r-{i}"), AckStatus::Rejected),
+            i if i > 1 && i % 11 == 5 => ("r-1".to_owned(), AckStatus::Duplicate),
+            i => (format!("r-{i}"), AckStatus::Accepted),
+        })
+        .collect();
+    let reports: Vec<CrowdingReport> = expected
+        .iter()
+        .enumerate()
+        .map(|(i, (id, status))| {
+            let mut report = good(id);
+            report.device_id = format!("device-{i}");
+            if *status == AckStatus::Rejected {
+                report.carriage_sequence = 99;
+            }
+            report
+        })
+        .collect();
+    let sending = {
+        let tx = stream.tx.clone();
+        tokio::spawn(async move {
+            for report in reports {
+                tx.send(report).await.unwrap();
+            }
+        })
+    };
+    for (id, want) in &expected {
+        let ack = stream.next().await.unwrap();
+        assert_eq!(&ack.report_id, id, "acks come in arrival order");
+        assert_eq!(status(&ack), *want, "{ack:?}");
+        if *want == AckStatus::Rejected {
+            assert!(ack.reason.starts_with("carriage_sequence"), "{ack:?}");
+        }
+    }
+    sending.await.unwrap();
+    let accepted = expected
+        .iter()
+        .filter(|(_, s)| *s == AckStatus::Accepted)
+        .count();
+    assert_eq!(
+        stored_report_ids(&redis.url(), Layout::new(server.config.partitions))
+            .await
+            .len(),
+        accepted
+    );
+    drop(stream);
+    server.stop().await;
+}
