@@ -32,21 +32,29 @@ local ttl, maxlen, group, now = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local n, field = tonumber(ARGV[6]), ARGV[7]
 local dead, dead_maxlen = tonumber(ARGV[8]), ARGV[9]
 local a = 10
+-- The index updates of all trains are gathered and written a few hundred
+-- members per command: one command per train each cost more than the
+-- train's own writes.
+local published, located, unlocated, abused = {}, {}, {}, {}
 for i = 1, n do
   local state_key, est_key, abuse_key = KEYS[5 + 3 * i], KEYS[6 + 3 * i], KEYS[7 + 3 * i]
+  local member = ARGV[a + 3]
   redis.call('SET', state_key, ARGV[a], 'PX', ttl)
   if ARGV[a + 2] == '1' then
     redis.call('SET', est_key, ARGV[a + 1], 'PX', ttl)
     redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*', field, ARGV[a + 1])
-    redis.call('ZADD', KEYS[4], now, ARGV[a + 3])
+    published[#published + 1] = now
+    published[#published + 1] = member
     if ARGV[a + 4] == '1' then
-      redis.call('GEOADD', KEYS[5], ARGV[a + 5], ARGV[a + 6], ARGV[a + 3])
+      located[#located + 1] = ARGV[a + 5]
+      located[#located + 1] = ARGV[a + 6]
+      located[#located + 1] = member
     else
-      redis.call('ZREM', KEYS[5], ARGV[a + 3])
+      unlocated[#unlocated + 1] = member
     end
   else
     redis.call('DEL', est_key)
-    redis.call('ZREM', KEYS[5], ARGV[a + 3])
+    unlocated[#unlocated + 1] = member
     if ARGV[a + 2] == 'w' then
       redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*', field, ARGV[a + 1])
     end
@@ -57,25 +65,30 @@ for i = 1, n do
   end
   if flags > 0 then
     redis.call('PEXPIRE', abuse_key, ttl)
-    redis.call('ZADD', KEYS[7], now, ARGV[a + 3])
+    abused[#abused + 1] = now
+    abused[#abused + 1] = member
   end
   a = a + 8 + 2 * flags
 end
+-- In chunks: unpack() of thousands of arguments would overflow the Lua stack.
+local function each_chunk(args, width, command, key)
+  local step = 500 * width
+  for from = 1, #args, step do
+    redis.call(command, key, unpack(args, from, math.min(from + step - 1, #args)))
+  end
+end
+each_chunk(published, 2, 'ZADD', KEYS[4])
+each_chunk(located, 3, 'GEOADD', KEYS[5])
+each_chunk(unlocated, 1, 'ZREM', KEYS[5])
+each_chunk(abused, 2, 'ZADD', KEYS[7])
 for i = 1, dead do
   redis.call('XADD', KEYS[6], 'MAXLEN', '~', dead_maxlen, '*',
     'id', ARGV[a], 'r', ARGV[a + 1], 'reason', ARGV[a + 2])
   a = a + 3
 end
--- XACK in chunks: unpack() of thousands of ids would overflow the Lua stack.
-local ids = {}
-for i = a, #ARGV do
-  ids[#ids + 1] = ARGV[i]
-  if #ids == 500 then
-    redis.call('XACK', KEYS[2], group, unpack(ids))
-    ids = {}
-  end
+for from = a, #ARGV, 500 do
+  redis.call('XACK', KEYS[2], group, unpack(ARGV, from, math.min(from + 499, #ARGV)))
 end
-if #ids > 0 then redis.call('XACK', KEYS[2], group, unpack(ids)) end
 return n
 ";
 

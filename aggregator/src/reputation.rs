@@ -30,13 +30,16 @@
 //!
 //! # Judged against what was settled before
 //!
-//! The aggregator judges the reports of one batch against a [`Ballot`] of
-//! each train taken before the batch is applied ([`judge_on`]), not after
-//! each report: the reports of a batch arrive together, so none of them is
-//! evidence for or against another, and a swarm landing in one batch
-//! cannot settle a consensus that its own members then earn standing by.
-//! It also weighs each train's votes once per batch instead of once per
-//! report. [`judge`] is the same rule for one report at a time.
+//! The aggregator judges the reports of one batch on a busy train against
+//! a [`Ballot`] of it taken before the batch is applied ([`judge_on`]), not
+//! after each report: the reports of a batch arrive together, so none of
+//! them is evidence for or against another, and a swarm landing in one
+//! batch cannot settle a consensus that its own members then earn
+//! standing by. It also weighs each train's votes once per batch instead
+//! of once per report. On a train still thin (a few dozen observations),
+//! each report is judged as it is applied ([`judge`], the same rule for one
+//! report at a time), so that its first riders judge one another as they
+//! board, in one batch or several.
 //!
 //! Pure and in memory; the aggregator shares scores through Redis as soft
 //! state (`reputation_store`), so a restart or another aggregator does not

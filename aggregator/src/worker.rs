@@ -31,7 +31,7 @@ use crate::membership::Membership;
 use crate::partition::{Partition, Phase, Train};
 use crate::plausibility;
 use crate::plausibility::devices::DeviceTracker;
-use crate::reputation::{Reputation, Verdict, judge_on};
+use crate::reputation::{Reputation, Verdict, judge, judge_on};
 use crate::reputation_store::ReputationStore;
 use crate::state_codec;
 use crate::stream::{self, Entry, From};
@@ -406,7 +406,7 @@ impl Worker {
         let Some(partition) = self.owned.get_mut(&k) else {
             return Ok((BTreeSet::new(), Vec::new()));
         };
-        let verdicts = if self.config.reputation {
+        let judgements = if self.config.reputation {
             judge_batch(
                 &partition.trains,
                 &keys,
@@ -416,7 +416,7 @@ impl Worker {
                 &self.reputation,
             )
         } else {
-            vec![None; reports.len()]
+            vec![Judgement::Done(None); reports.len()]
         };
         let mut touched = BTreeSet::new();
         // Counters are added up per batch: a metrics call per report costs
@@ -425,9 +425,13 @@ impl Worker {
         let mut duplicates = 0u64;
         let mut rejected = 0u64;
         let mut flagged: BTreeMap<&'static str, u64> = BTreeMap::new();
-        for ((key, r), verdict) in keys.iter().zip(&reports).zip(verdicts) {
+        for ((key, r), judgement) in keys.iter().zip(&reports).zip(judgements) {
             let Some(train) = partition.trains.get_mut(key) else {
                 continue;
+            };
+            let verdict = match judgement {
+                Judgement::Done(verdict) => verdict,
+                Judgement::Live => judge(&train.state, r, now, &self.params, &self.reputation),
             };
             let assessment =
                 plausibility::assess(r, &train.state.recent_fixes, self.params.half_life_ms);
@@ -960,10 +964,27 @@ fn withdrawal_notice(state: &TrainState, now_ms: i64) -> OccupancyEstimate {
     }
 }
 
-/// The verdict on each of `reports` (whose trains' canonical keys are
-/// `keys`), against a ballot of its train taken before any of them is
-/// applied (see [`crate::reputation`] for why): one ballot per train,
-/// however many of its reports the batch holds.
+/// Observations a train must hold before a batch for the batch's reports
+/// to be judged against its ballot; on a thinner train each report is
+/// judged as it is applied, against the riders before it, batch or not:
+/// the first riders of a train judge one another as they board (and that
+/// costs little on a train so thin).
+const BALLOT_MIN_OBSERVATIONS: usize = 32;
+
+/// How a report of a batch is judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Judgement {
+    /// Already, against a ballot of its train taken before the batch.
+    Done(Option<Verdict>),
+    /// When it is applied, against its train as it stands then.
+    Live,
+}
+
+/// How each of `reports` (whose trains' canonical keys are `keys`) is
+/// judged: on a train holding [`BALLOT_MIN_OBSERVATIONS`] or more, against
+/// a ballot of it taken before any of them is applied (see
+/// [`crate::reputation`] for why), one ballot per train however many of
+/// its reports the batch holds; on a thinner or unknown train, live.
 fn judge_batch(
     trains: &HashMap<String, Train>,
     keys: &[String],
@@ -971,7 +992,7 @@ fn judge_batch(
     now_ms: i64,
     params: &Params,
     reputation: &Reputation,
-) -> Vec<Option<Verdict>> {
+) -> Vec<Judgement> {
     let mut ballots: HashMap<&str, Option<Ballot<'_>>> = HashMap::new();
     keys.iter()
         .zip(reports)
@@ -979,9 +1000,13 @@ fn judge_batch(
             let ballot = ballots.entry(key.as_str()).or_insert_with(|| {
                 trains
                     .get(key)
+                    .filter(|t| t.state.observations.len() >= BALLOT_MIN_OBSERVATIONS)
                     .map(|t| Ballot::new(&t.state, now_ms, params, reputation))
             });
-            ballot.as_ref().and_then(|b| judge_on(b, r))
+            match ballot {
+                Some(b) => Judgement::Done(judge_on(b, r)),
+                None => Judgement::Live,
+            }
         })
         .collect()
 }
@@ -1010,7 +1035,6 @@ fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reputation::judge;
 
     fn rider(device: u64, level: u32, at: i64) -> StoredReport {
         StoredReport {
@@ -1031,57 +1055,72 @@ mod tests {
         const NOW: i64 = 1_795_000_000_000;
         let params = Params::default();
         let mut reputation = Reputation::new();
-        // Three established riders agree the train has many seats.
+        // Three established riders agree car 1 has many seats; the other
+        // cars are busy enough for the train to be judged by ballot.
         let mut state = TrainState::default();
         for d in 1..=3 {
             reputation.remember(d, 4.0);
             estimator::apply(&mut state, &rider(d, 2, NOW - 5_000), &params);
         }
-        let trip = TripKey {
-            trip_id: "T1".into(),
-            start_date: "20261126".into(),
-        };
-        let key = trip.canonical();
-        let mut trains = HashMap::new();
-        trains.insert(
-            key.clone(),
-            Train {
-                trip,
+        for d in 100..(100 + BALLOT_MIN_OBSERVATIONS as u64) {
+            let mut r = rider(d, 3, NOW - 5_000);
+            r.carriage_sequence = 2 + (d % 7) as u32;
+            estimator::apply(&mut state, &r, &params);
+        }
+        let train = |state: &TrainState| {
+            let trip = TripKey {
+                trip_id: "T1".into(),
+                start_date: "20261126".into(),
+            };
+            let train = Train {
+                trip: trip.clone(),
                 state: state.clone(),
                 touched_ms: 0,
                 published: false,
                 flags: BTreeMap::new(),
                 memo: TrainMemo::default(),
-            },
-        );
-        // Established newcomers report "full" together in one batch: each
-        // is judged against the three, not against the others of the batch.
+            };
+            HashMap::from([(trip.canonical(), train)])
+        };
+        let trains = train(&state);
+        // Established riders report "full" on car 1 together in one batch:
+        // each is judged against the three, not against the others.
         let batch: Vec<StoredReport> = (10..20)
             .map(|d| {
                 reputation.remember(d, 4.0);
                 rider(d, 6, NOW)
             })
             .collect();
-        let keys = vec![key; batch.len()];
-        let verdicts = judge_batch(&trains, &keys, &batch, NOW, &params, &reputation);
-        for (r, v) in batch.iter().zip(&verdicts) {
-            assert_eq!(*v, judge(&state, r, NOW, &params, &reputation));
-            assert_eq!(*v, Some(Verdict::Contradicts));
+        let keys = vec!["20261126:T1".to_owned(); batch.len()];
+        let judged = judge_batch(&trains, &keys, &batch, NOW, &params, &reputation);
+        for (r, j) in batch.iter().zip(&judged) {
+            assert_eq!(
+                *j,
+                Judgement::Done(judge(&state, r, NOW, &params, &reputation))
+            );
+            assert_eq!(*j, Judgement::Done(Some(Verdict::Contradicts)));
         }
         // Applied one by one, the last of them would no longer have been
         // found to contradict anybody: the earlier ones outweigh the three.
+        let mut after = state.clone();
         for r in &batch[..9] {
-            estimator::apply(&mut state, r, &params);
+            estimator::apply(&mut after, r, &params);
         }
         assert_ne!(
-            judge(&state, &batch[9], NOW, &params, &reputation),
+            judge(&after, &batch[9], NOW, &params, &reputation),
             Some(Verdict::Contradicts)
         );
-        // A train nobody knows yet is judged by nobody.
+        // A thin train, and one nobody knows yet, are judged live.
+        state.observations.truncate(BALLOT_MIN_OBSERVATIONS - 1);
+        let thin = train(&state);
+        assert_eq!(
+            judge_batch(&thin, &keys[..1], &batch[..1], NOW, &params, &reputation),
+            vec![Judgement::Live]
+        );
         let elsewhere = vec!["20261126:T2".to_owned()];
         assert_eq!(
             judge_batch(&trains, &elsewhere, &batch[..1], NOW, &params, &reputation),
-            vec![None]
+            vec![Judgement::Live]
         );
     }
 

@@ -1,12 +1,13 @@
 //! The aggregator's per-report and per-batch costs: one estimator update on a
-//! busy train, and the encoding of one batch commit's worth of state.
+//! busy train, one batch's judging on a full train, and the encoding of one
+//! batch commit's worth of state.
 
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 
-use crowd_aggregator::estimator::{self, Params};
-use crowd_aggregator::reputation::{Reputation, judge};
+use crowd_aggregator::estimator::{self, Ballot, Params};
+use crowd_aggregator::reputation::{Reputation, judge, judge_on};
 use crowd_aggregator::state_codec;
 use crowd_benches::{NOW_MS, busy_train, stored_report};
 use crowd_proto::codec::encode_estimate;
@@ -38,6 +39,29 @@ fn update(c: &mut Criterion) {
     });
 }
 
+/// Observations on a train as full as a state keeps.
+const FULL_TRAIN: u64 = 256;
+/// Reports of one batch on that train.
+const REPORTS_PER_BATCH: u64 = 32;
+
+/// What the aggregator does per batch on a busy train before applying its
+/// reports: weigh its votes once, then judge each report of the batch.
+fn ballot(c: &mut Criterion) {
+    let params = Params::default();
+    let reputation = Reputation::new();
+    let state = busy_train(1, FULL_TRAIN);
+    let reports: Vec<_> = (0..REPORTS_PER_BATCH)
+        .map(|j| stored_report(1 + 400 * (10_000 + j)))
+        .collect();
+    c.bench_function("estimator/ballot_256_observations_32_reports", |b| {
+        b.iter(|| {
+            let ballot = Ballot::new(&state, NOW_MS, &params, &reputation);
+            let verdicts: Vec<_> = reports.iter().map(|r| judge_on(&ballot, r)).collect();
+            black_box(verdicts)
+        })
+    });
+}
+
 /// Encodes state and estimate of every train of one batch commit.
 fn commit_encoding(c: &mut Criterion) {
     let params = Params::default();
@@ -60,5 +84,5 @@ fn commit_encoding(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, update, commit_encoding);
+criterion_group!(benches, update, ballot, commit_encoding);
 criterion_main!(benches);

@@ -53,29 +53,50 @@ pub fn scale(votes: impl Iterator<Item = (f64, bool)>) -> f64 {
 
 /// The devices whose first appearance on the train was part of a burst,
 /// sorted (for `binary_search`).
+///
+/// Built once per ballot and per estimate of a busy train: one sort of the
+/// first appearances by time, then one sweep with two cursors (the
+/// appearances before a device's window, and those up to its end) instead
+/// of two binary searches per device.
 pub fn burst_devices(observations: &[Observation], half_life_ms: i64) -> Vec<u64> {
     let window_ms = (half_life_ms / 12).max(1);
-    // Each device with its first appearance: sorted by device then time,
-    // the first of each device's run.
-    let mut first: Vec<(u64, i64)> = observations
-        .iter()
-        .map(|o| (o.device, o.observed_at_ms))
-        .collect();
+    // Each device's first appearance. A state keeps its observations in
+    // order of device, so a device's are one run; otherwise sort them so.
+    let mut first: Vec<(i64, u64)> = Vec::with_capacity(observations.len());
+    if observations.is_sorted_by_key(|o| o.device) {
+        for o in observations {
+            match first.last_mut() {
+                Some((t, d)) if *d == o.device => *t = (*t).min(o.observed_at_ms),
+                _ => first.push((o.observed_at_ms, o.device)),
+            }
+        }
+    } else {
+        let mut pairs: Vec<(u64, i64)> = observations
+            .iter()
+            .map(|o| (o.device, o.observed_at_ms))
+            .collect();
+        pairs.sort_unstable();
+        pairs.dedup_by_key(|(device, _)| *device);
+        first.extend(pairs.into_iter().map(|(d, t)| (t, d)));
+    }
     first.sort_unstable();
-    first.dedup_by_key(|(device, _)| *device);
-    let mut times: Vec<i64> = first.iter().map(|(_, t)| *t).collect();
-    times.sort_unstable();
-    first
-        .into_iter()
-        .filter(|(_, t)| {
-            let from = t.saturating_sub(window_ms);
-            let to = t.saturating_add(window_ms);
-            let before = times.partition_point(|x| *x < from);
-            let together = times.partition_point(|x| *x <= to) - before;
-            together > BURST_MIN.max(before / 2)
-        })
-        .map(|(device, _)| device)
-        .collect()
+    let (mut before, mut upto) = (0, 0);
+    let mut found: Vec<u64> = Vec::new();
+    for &(t, device) in &first {
+        let from = t.saturating_sub(window_ms);
+        let to = t.saturating_add(window_ms);
+        while first[before].0 < from {
+            before += 1;
+        }
+        while upto < first.len() && first[upto].0 <= to {
+            upto += 1;
+        }
+        if upto - before > BURST_MIN.max(before / 2) {
+            found.push(device);
+        }
+    }
+    found.sort_unstable();
+    found
 }
 
 #[cfg(test)]
@@ -134,6 +155,53 @@ mod tests {
             scale([(1.0, false), (f64::INFINITY, true)].into_iter()),
             1.0
         );
+    }
+
+    /// The rule as first written: two binary searches per device.
+    fn by_binary_search(observations: &[Observation], half_life_ms: i64) -> Vec<u64> {
+        let window_ms = (half_life_ms / 12).max(1);
+        let mut first = std::collections::BTreeMap::new();
+        for o in observations {
+            first
+                .entry(o.device)
+                .and_modify(|t: &mut i64| *t = (*t).min(o.observed_at_ms))
+                .or_insert(o.observed_at_ms);
+        }
+        let mut times: Vec<i64> = first.values().copied().collect();
+        times.sort_unstable();
+        first
+            .into_iter()
+            .filter(|(_, t)| {
+                let before = times.partition_point(|x| *x < t.saturating_sub(window_ms));
+                let together =
+                    times.partition_point(|x| *x <= t.saturating_add(window_ms)) - before;
+                together > BURST_MIN.max(before / 2)
+            })
+            .map(|(device, _)| device)
+            .collect()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_sweep_finds_what_binary_searches_find(
+            seen_at in proptest::collection::vec((0u64..60, 0i64..120, 1u32..4), 0..300),
+            sorted: bool,
+        ) {
+            let mut obs: Vec<Observation> = seen_at
+                .iter()
+                .map(|(d, s, car)| Observation {
+                    carriage_sequence: *car,
+                    ..seen(*d, T + s * 1_000)
+                })
+                .collect();
+            if sorted {
+                obs.sort_by_key(|o| (o.device, o.carriage_sequence));
+            }
+            proptest::prop_assert_eq!(
+                burst_devices(&obs, HALF_LIFE),
+                by_binary_search(&obs, HALF_LIFE)
+            );
+        }
     }
 
     #[test]
