@@ -126,9 +126,10 @@ pub struct Config {
     pub watch_buffer: usize,
 
     /// Trains whose latest estimate is kept in memory for GetOccupancy and
-    /// SearchNearby (least recently used go first); 0 reads every query
-    /// from Redis.
-    #[arg(long, env = "CROWD_ESTIMATE_CACHE", default_value_t = 100_000)]
+    /// SearchNearby (least recently used go first): one decoded estimate
+    /// each, so a few tens of MB at most, well above the trains running at
+    /// once in a large network; 0 reads every query from Redis.
+    #[arg(long, env = "CROWD_ESTIMATE_CACHE", default_value_t = 50_000)]
     pub estimate_cache: usize,
 
     /// Seconds a published estimate lives in Redis without a change: the
@@ -243,6 +244,14 @@ mod tests {
         assert!(c.cars_per_route.is_empty());
         assert!(c.gtfs.is_none() && !c.gtfs_strict);
         assert!(c.operator_keys_file.is_none() && c.operator_keys.is_none());
+        assert_eq!(c.estimate_cache, 50_000);
+        // The aggregators' default idle TTL, and never under their 1 s floor.
+        assert_eq!(c.estimate_ttl_ms(), 3_600_000);
+        let c = Config {
+            train_idle_secs: 0,
+            ..c
+        };
+        assert_eq!(c.estimate_ttl_ms(), 1000);
     }
 
     #[test]
