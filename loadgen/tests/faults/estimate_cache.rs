@@ -35,6 +35,24 @@ async fn get(
         .map(|r| r.into_inner().estimates)
 }
 
+/// Waits until GetOccupancy answers an estimate for every one of `trips`.
+async fn until_all_answered(
+    what: &str,
+    client: &OccupancyServiceClient<Channel>,
+    trips: &[TripKey],
+) {
+    wait_until(what, Duration::from_secs(10), || {
+        let mut client = client.clone();
+        let trips = trips.to_vec();
+        async move {
+            get(&mut client, &trips)
+                .await
+                .is_ok_and(|e| e.len() == trips.len())
+        }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_redis_restarts_empty_no_forgotten_estimate_is_answered() {
     let _one_at_a_time = exclusive().await;
@@ -52,12 +70,7 @@ async fn after_redis_restarts_empty_no_forgotten_estimate_is_answered() {
         Duration::from_secs(10),
     )
     .await;
-    wait_until("every train answered", Duration::from_secs(10), || {
-        let mut client = client.clone();
-        let trips = trips.clone();
-        async move { get(&mut client, &trips).await.is_ok_and(|e| e.len() == 4) }
-    })
-    .await;
+    until_all_answered("every train answered", &client, &trips).await;
     // Nothing publishes any more: what the server holds is all there is.
     aggregator.shutdown().await;
     assert_eq!(get(&mut client, &trips).await.expect("answer").len(), 4);
@@ -91,11 +104,6 @@ async fn after_redis_restarts_empty_no_forgotten_estimate_is_answered() {
         Duration::from_secs(10),
     )
     .await;
-    wait_until("trains answered again", Duration::from_secs(10), || {
-        let mut client = client.clone();
-        let trips = trips.clone();
-        async move { get(&mut client, &trips).await.is_ok_and(|e| e.len() == 4) }
-    })
-    .await;
+    until_all_answered("trains answered again", &client, &trips).await;
     aggregator.shutdown().await;
 }
