@@ -19,6 +19,7 @@
 //! | `crowd_server_redis_up` | gauge | 1 while Redis answers the health check |
 //! | `crowd_server_watchers` | gauge | WatchOccupancy calls connected |
 //! | `crowd_server_watch_changes_total` | counter | estimate changes read from the update streams |
+//! | `crowd_server_watch_gaps_total` | counter | times changes were trimmed from an update stream before the tail read them (the query cache starts afresh) |
 //! | `crowd_server_estimate_age_seconds` | histogram | age of the newest report in each estimate change, when the server sees it |
 //! | `crowd_server_rate_limit_overflow_total` | counter | devices not tracked because the rate table was full |
 //! | `crowd_server_open_streams` | gauge | report streams and watches open now |
@@ -104,6 +105,11 @@ const LATER: &[(&str, Kind, &str)] = &[
         "crowd_server_estimate_age_seconds",
         Kind::Histogram,
         "Age of the newest report of each estimate change the server reads.",
+    ),
+    (
+        "crowd_server_watch_gaps_total",
+        Kind::Counter,
+        "Times changes were trimmed from an update stream before the tail read them.",
     ),
 ];
 
