@@ -10,6 +10,7 @@
 //! come in bursts exactly when the server is overloaded or Redis is down,
 //! so a release must not cost a scan of the whole memory.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
@@ -44,24 +45,33 @@ impl RecentIds {
     /// when it was taken recently.
     pub fn claim(&self, id: &str) -> bool {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if inner.ids.contains_key(id) {
-            return false;
-        }
-        // Released claims still hold a place in `order`: drop them first so
-        // the queue stays within twice the capacity whatever the releases.
-        while inner.ids.len() >= self.capacity || inner.order.len() >= 2 * self.capacity {
-            let Some((old, claim)) = inner.order.pop_front() else {
-                break;
-            };
-            if inner.ids.get(&old) == Some(&claim) {
-                inner.ids.remove(&old);
+        let inner = &mut *inner;
+        // One hash of the new id (the map's entry) and one of each evicted
+        // id: on a busy server this map is the costliest part of a claim.
+        let claim = inner.next;
+        let id: Arc<str> = Arc::from(id);
+        match inner.ids.entry(id.clone()) {
+            Entry::Occupied(_) => return false,
+            Entry::Vacant(place) => {
+                place.insert(claim);
             }
         }
-        let claim = inner.next;
         inner.next += 1;
-        let id: Arc<str> = Arc::from(id);
-        inner.ids.insert(id.clone(), claim);
         inner.order.push_back((id, claim));
+        // Released claims still hold a place in `order`: drop them too, so
+        // the queue stays within twice the capacity whatever the releases.
+        while inner.ids.len() > self.capacity || inner.order.len() > 2 * self.capacity {
+            let Some((old, taken)) = inner.order.pop_front() else {
+                break;
+            };
+            // Removed at once; put back in the rare case the id was
+            // released and claimed again since this entry was queued.
+            if let Some(current) = inner.ids.remove(&old)
+                && current != taken
+            {
+                inner.ids.insert(old, current);
+            }
+        }
         true
     }
 

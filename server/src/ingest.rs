@@ -103,6 +103,10 @@ struct Inner {
     recent: RecentIds,
     /// Name of each partition's reports stream, made once.
     streams: Vec<Arc<str>>,
+    /// Per-report metrics, looked up once: a lookup by name for every
+    /// report shows in profiles.
+    accepted: metrics::Counter,
+    ack_seconds: metrics::Histogram,
     /// `None` when device rates are not limited.
     limiter: Option<DeviceLimiter>,
     /// Fires on server shutdown: streams stop reading and drain their acks.
@@ -161,6 +165,8 @@ impl Ingest {
                 queue,
                 recent,
                 streams,
+                accepted: metrics::counter!("crowd_server_reports_accepted_total"),
+                ack_seconds: metrics::histogram!("crowd_server_ack_seconds"),
                 limiter,
                 shutdown,
             }),
@@ -267,7 +273,7 @@ impl Inner {
         };
         match outcome {
             Ok(()) => {
-                metrics::counter!("crowd_server_reports_accepted_total").increment(1);
+                self.accepted.increment(1);
                 let contributions = match nudge.counted {
                     Some(total) => match tokio::time::timeout(NUDGE_WAIT, total).await {
                         Ok(Ok(total)) => total,
@@ -281,8 +287,7 @@ impl Inner {
                     nudge.reporter,
                     Instant::now(),
                 );
-                metrics::histogram!("crowd_server_ack_seconds")
-                    .record(arrived.elapsed().as_secs_f64());
+                self.ack_seconds.record(arrived.elapsed().as_secs_f64());
                 Ok(ReportAck {
                     helping_riders,
                     contributions,

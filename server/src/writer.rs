@@ -36,6 +36,8 @@ struct Entry {
 #[derive(Clone, Debug)]
 pub struct WriteQueue {
     tx: mpsc::Sender<Entry>,
+    /// `crowd_server_write_queue_depth`, looked up once (set per report).
+    depth: metrics::Gauge,
 }
 
 impl WriteQueue {
@@ -54,7 +56,7 @@ impl WriteQueue {
         };
         match self.tx.try_send(entry) {
             Ok(()) => {
-                metrics::gauge!("crowd_server_write_queue_depth")
+                self.depth
                     .set((self.tx.max_capacity() - self.tx.capacity()) as f64);
                 Ok(rx)
             }
@@ -101,7 +103,8 @@ pub fn spawn(store: Store, config: &WriterConfig) -> (WriteQueue, JoinSet<()>) {
             },
         ));
     }
-    (WriteQueue { tx }, tasks)
+    let depth = metrics::gauge!("crowd_server_write_queue_depth");
+    (WriteQueue { tx, depth }, tasks)
 }
 
 /// How the streams written to are kept short.
