@@ -13,6 +13,14 @@
 //!   train's load changes at every stop, one to three minutes apart, so a
 //!   report from two stops back should not decide), and reports older than
 //!   the window (or implausibly far in the future) do not count at all.
+//! - **Stops split the reports.** Loads change only at stops, and a report
+//!   made at a stop names it. The state remembers when the train was first
+//!   seen at each recent stop (by reports that arrived promptly, so a
+//!   device with a wrong clock cannot misplace a stop). A report from
+//!   before the latest stop describes a load that no longer exists: it
+//!   keeps [`PAST_STOP_FACTOR`] of its weight per stop since, so it only
+//!   speaks when nothing newer does. A report since the latest stop
+//!   describes the load as it still is and loses at most half its weight.
 //!   Trust is a pluggable per-device function ([`Trust`]): [`UniformTrust`]
 //!   weighs everybody 1, [`Reputation`](crate::reputation::Reputation)
 //!   learns it.
@@ -38,6 +46,14 @@
 //!   loaded train.
 //! - **The level** is the weighted median of the levels, so a minority of wrong
 //!   or hostile riders cannot drag it: they would need half the weight.
+//! - **...or, better, the level of the mean of the cars** ([`cars`]): each
+//!   car estimated from its own riders (one vote per device, votes more
+//!   than two levels off the train's median left out), the train the mean
+//!   of its cars, which is what its level is defined by. A median of
+//!   riders' levels is not the level of a mean, and riders crowd the fuller
+//!   cars. That mean is published only when it has the same level without
+//!   the single most influential device and without newcomers that are
+//!   many (or a burst); otherwise the weighted median stands.
 //! - **The percentage** is the weighted mean of the percentages within one
 //!   level of the median (the typical percentage of the level when a rider
 //!   gave none): the far-off ones (liars, spammers) would drag a plain mean.
@@ -57,7 +73,7 @@ use std::collections::BTreeMap;
 
 use crowd_proto::codec::timestamp_from_ms;
 use crowd_proto::level::Level;
-use crowd_proto::pb::store::{Observation, Position, StoredReport, TrainState};
+use crowd_proto::pb::store::{Observation, Position, StopSeen, StoredReport, TrainState};
 use crowd_proto::pb::v1::{CarEstimate, EstimateSource, GeoPoint, OccupancyEstimate, TripRef};
 
 use crate::plausibility;
@@ -235,6 +251,7 @@ pub fn apply_assessed(
         plausibility::remember_fix(&mut state.recent_fixes, report);
         remember_position(state, report);
     }
+    remember_stop(state, report, params);
     Applied::Counted
 }
 
@@ -242,6 +259,55 @@ pub fn apply_assessed(
 pub fn prune(state: &mut TrainState, now_ms: i64, params: &Params) {
     let oldest = now_ms.saturating_sub(params.window_ms);
     state.observations.retain(|o| o.observed_at_ms >= oldest);
+    // A stop first seen before the window splits no report that counts.
+    state.stops_seen.retain(|s| s.first_seen_ms >= oldest);
+}
+
+/// Stops remembered per train: a window holds a few stops at most.
+pub const MAX_STOPS_SEEN: usize = 8;
+
+/// Share of its weight a report keeps for each stop the train was seen at
+/// since it was observed: the load it describes was changed there.
+pub const PAST_STOP_FACTOR: f64 = 0.05;
+
+/// The hash a stop is remembered by (FNV-1a, 32 bits): stable on every
+/// build, and the stop's name is not needed, only whether two are the same.
+pub fn stop_hash(stop_id: &str) -> u32 {
+    stop_id.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// Remembers when the train was first seen at the report's stop.
+///
+/// Only reports that reached the service promptly count (within the
+/// lateness grace of [`plausibility`], either way): a stop sighting from a
+/// device whose clock is off would put the stop at the wrong time. Each stop
+/// keeps its earliest sighting, and the most recent [`MAX_STOPS_SEEN`]
+/// stops are kept, so the result does not depend on the order of reports
+/// (trains call at their stops in order).
+fn remember_stop(state: &mut TrainState, report: &StoredReport, params: &Params) {
+    if report.stop_id.is_empty() {
+        return;
+    }
+    let grace = (params.half_life_ms.max(1) / 6).max(1);
+    let delay = report.received_at_ms.saturating_sub(report.observed_at_ms);
+    if delay.saturating_abs() > grace {
+        return;
+    }
+    let stop = stop_hash(&report.stop_id);
+    let at = report.observed_at_ms;
+    match state.stops_seen.iter_mut().find(|s| s.stop == stop) {
+        Some(seen) => seen.first_seen_ms = seen.first_seen_ms.min(at),
+        None => state.stops_seen.push(StopSeen {
+            stop,
+            first_seen_ms: at,
+        }),
+    }
+    state
+        .stops_seen
+        .sort_unstable_by_key(|s| (std::cmp::Reverse(s.first_seen_ms), s.stop));
+    state.stops_seen.truncate(MAX_STOPS_SEEN);
 }
 
 /// The estimate of a train at `now_ms`, or `None` when no report counts.
@@ -256,7 +322,7 @@ pub fn estimate(
     trust: &impl Trust,
 ) -> Option<OccupancyEstimate> {
     let burst = burst::burst_devices(&state.observations, params.half_life_ms);
-    let clock = Clock::new(now_ms, params);
+    let clock = Clock::new(now_ms, params, state);
     let votes: Vec<Vote<'_>> = state
         .observations
         .iter()
@@ -295,6 +361,9 @@ pub fn estimate(
         }),
         Some(scale),
     )?;
+    let device_votes: Vec<(&Vote<'_>, f64)> =
+        per_device.iter().map(|v| (*v, burst_factor(v))).collect();
+    let train = cars::train_from_cars(&device_votes, scale, train);
     let cars = car_summaries
         .into_iter()
         .map(|(car, s)| CarEstimate {
@@ -361,7 +430,7 @@ pub fn consensus(
     trust: &impl Trust,
 ) -> Option<Consensus> {
     let burst = burst::burst_devices(&state.observations, params.half_life_ms);
-    let clock = Clock::new(now_ms, params);
+    let clock = Clock::new(now_ms, params, state);
     let votes: Vec<Vote<'_>> = state
         .observations
         .iter()
@@ -400,7 +469,7 @@ impl<'a> Ballot<'a> {
     /// Weighs every observation of `state` at `now_ms`.
     pub fn new(state: &'a TrainState, now_ms: i64, params: &Params, trust: &impl Trust) -> Self {
         let burst = burst::burst_devices(&state.observations, params.half_life_ms);
-        let clock = Clock::new(now_ms, params);
+        let clock = Clock::new(now_ms, params, state);
         let mut votes: Vec<Vote<'a>> = state
             .observations
             .iter()
@@ -585,16 +654,33 @@ struct Clock {
     now_ms: i64,
     /// The half-life, in milliseconds (at least 1).
     half_life_ms: f64,
+    /// When the train was first seen at each of its recent stops, up to
+    /// now, earliest first.
+    stops: Vec<i64>,
 }
 
 impl Clock {
-    fn new(now_ms: i64, params: &Params) -> Clock {
+    fn new(now_ms: i64, params: &Params, state: &TrainState) -> Clock {
+        let mut stops: Vec<i64> = state
+            .stops_seen
+            .iter()
+            .map(|s| s.first_seen_ms)
+            .filter(|t| *t <= now_ms)
+            .collect();
+        stops.sort_unstable();
         Clock {
             oldest: now_ms.saturating_sub(params.window_ms),
             newest: now_ms.saturating_add(params.max_future_ms),
             now_ms,
             half_life_ms: params.half_life_ms.max(1) as f64,
+            stops,
         }
+    }
+
+    /// Stops the train was seen at after `at_ms`: how many times the load
+    /// an observation from then describes has changed since.
+    fn stops_since(&self, at_ms: i64) -> usize {
+        self.stops.len() - self.stops.partition_point(|t| *t <= at_ms)
     }
 }
 
@@ -624,9 +710,19 @@ impl<'a> Vote<'a> {
         let age_ms = clock.now_ms.saturating_sub(obs.observed_at_ms).max(0);
         // 0.5^(age / half-life), as 2^-x: `exp2` is several times cheaper
         // than `powf`.
-        let decay = (-(age_ms as f64 / clock.half_life_ms))
-            .exp2()
-            .max(MIN_DECAY);
+        let stops = clock.stops_since(obs.observed_at_ms);
+        // Since the train's latest stop the load has not changed: a report
+        // from then loses at most half its weight. Before it, a report
+        // describes a load that no longer exists, and keeps only
+        // PAST_STOP_FACTOR for each stop since.
+        let age_ms = if stops == 0 && !clock.stops.is_empty() {
+            age_ms.min(clock.half_life_ms as i64)
+        } else {
+            age_ms
+        };
+        let decay = (-(age_ms as f64 / clock.half_life_ms)).exp2()
+            * PAST_STOP_FACTOR.powi(i32::try_from(stops).unwrap_or(i32::MAX));
+        let decay = decay.max(MIN_DECAY);
         let (trust, established) = trust.standing(obs.device);
         let newcomer = !established;
         let trust = if trust.is_finite() {
@@ -721,6 +817,7 @@ fn car_factor(car: u32, riders: &Summary, cars: &[(u32, Summary)]) -> f64 {
 }
 
 /// The combined view of a set of votes.
+#[derive(Debug, Clone, Copy)]
 struct Summary {
     level: Level,
     percentage: u32,
@@ -729,6 +826,13 @@ struct Summary {
     confidence: f32,
     reporters: u32,
     newest_ms: i64,
+    /// Total weight of the votes.
+    weight: f64,
+    /// Weighted root-mean-square distance of the votes' percentages from
+    /// the published one.
+    spread: f64,
+    /// Share of the weight within one level of the published level.
+    agreement: f64,
 }
 
 /// Weighted median level, weighted mean percentage and confidence.
@@ -809,10 +913,14 @@ fn summarize<'v, 'a: 'v>(
         confidence: confidence.clamp(0.0, 1.0) as f32,
         reporters: u32::try_from(devices.len()).unwrap_or(u32::MAX),
         newest_ms,
+        weight: total,
+        spread,
+        agreement,
     })
 }
 
 pub mod burst;
+mod cars;
 pub mod confidence;
 
 #[cfg(test)]

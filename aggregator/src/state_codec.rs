@@ -16,7 +16,7 @@
 
 use prost::Message;
 
-use crowd_proto::pb::store::{Fix, Observation, PackedTrainState, TrainState};
+use crowd_proto::pb::store::{Fix, Observation, PackedTrainState, StopSeen, TrainState};
 
 /// [`PackedTrainState::layout`] of this layout.
 const PACKED_LAYOUT: u32 = 2;
@@ -66,6 +66,15 @@ pub fn encode(state: &TrainState) -> Vec<u8> {
         packed
             .observation_percentage
             .push(o.occupancy_percentage.map_or(0, |p| p.saturating_add(1)));
+    }
+
+    let mut previous_ms = 0i64;
+    for seen in &state.stops_seen {
+        packed.stop_seen.push(seen.stop);
+        packed
+            .stop_seen_time_delta_ms
+            .push(seen.first_seen_ms.wrapping_sub(previous_ms));
+        previous_ms = seen.first_seen_ms;
     }
 
     let (mut previous_ms, mut previous_lat, mut previous_lon) = (0i64, 0i64, 0i64);
@@ -141,6 +150,16 @@ pub fn decode(bytes: &[u8]) -> Result<TrainState, prost::DecodeError> {
         });
     }
 
+    let mut stops_seen = Vec::with_capacity(packed.stop_seen.len());
+    let mut first_seen_ms = 0i64;
+    for (stop, delta) in packed.stop_seen.iter().zip(&packed.stop_seen_time_delta_ms) {
+        first_seen_ms = first_seen_ms.wrapping_add(*delta);
+        stops_seen.push(StopSeen {
+            stop: *stop,
+            first_seen_ms,
+        });
+    }
+
     Ok(TrainState {
         trip_id: packed.trip_id,
         start_date: packed.start_date,
@@ -151,6 +170,7 @@ pub fn decode(bytes: &[u8]) -> Result<TrainState, prost::DecodeError> {
         last_position_at_ms: packed.last_position_at_ms,
         reports_counted: packed.reports_counted,
         recent_fixes,
+        stops_seen,
     })
 }
 
@@ -222,6 +242,12 @@ mod tests {
                     latitude: 48.8566 + f64::from(i as u32) * 1e-3,
                     longitude: 2.3522 - f64::from(i as u32) * 2e-4,
                     observed_at_ms: now - i as i64 * 3_000,
+                })
+                .collect(),
+            stops_seen: (0..4)
+                .map(|i: u32| StopSeen {
+                    stop: i.wrapping_mul(0x9e37_79b9),
+                    first_seen_ms: now - i64::from(i) * 150_000,
                 })
                 .collect(),
         }

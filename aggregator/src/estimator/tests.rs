@@ -697,3 +697,58 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn reports_from_before_the_latest_stop_count_little() {
+    // Three riders found the train empty three minutes ago; since then it
+    // called at a stop, where one rider found it crushed.
+    let mut reports: Vec<StoredReport> = (1..=3)
+        .map(|d| {
+            report(
+                &format!("e{d}"),
+                d,
+                d as u32,
+                Level::Empty,
+                NOW - 3 * MINUTE,
+            )
+        })
+        .collect();
+    let mut at_stop = report("s", 9, 1, Level::Crushed, NOW - MINUTE);
+    at_stop.stop_id = "S2".into();
+    reports.push(at_stop.clone());
+    let (state, est) = run(&reports);
+    assert_eq!(state.stops_seen.len(), 1);
+    assert_eq!(level(&est.expect("an estimate")), Level::Crushed);
+    // Without the stop, the three older reports outweigh the newer one.
+    reports.pop();
+    at_stop.stop_id.clear();
+    reports.push(at_stop.clone());
+    assert_eq!(level(&run(&reports).1.expect("an estimate")), Level::Empty);
+    // A stop sighting that arrived late (a skewed clock) splits nothing.
+    reports.pop();
+    at_stop.stop_id = "S2".into();
+    at_stop.received_at_ms = at_stop.observed_at_ms + 10 * MINUTE;
+    reports.push(at_stop);
+    assert!(run(&reports).0.stops_seen.is_empty());
+}
+
+#[test]
+fn stops_seen_keep_the_earliest_sighting_whatever_the_order() {
+    let mut a = report("a", 1, 1, Level::FewSeats, NOW - 2 * MINUTE);
+    a.stop_id = "S1".into();
+    let mut b = report("b", 2, 2, Level::FewSeats, NOW - MINUTE);
+    b.stop_id = "S1".into();
+    let mut c = report("c", 3, 3, Level::Crushed, NOW - MINUTE / 2);
+    c.stop_id = "S2".into();
+    let forward = run(&[a.clone(), b.clone(), c.clone()]);
+    let backward = run(&[c, b, a]);
+    assert_eq!(forward.0.stops_seen, backward.0.stops_seen);
+    assert_eq!(forward.1, backward.1);
+    let first = forward
+        .0
+        .stops_seen
+        .iter()
+        .find(|s| s.stop == stop_hash("S1"))
+        .expect("S1 seen");
+    assert_eq!(first.first_seen_ms, NOW - 2 * MINUTE);
+}
