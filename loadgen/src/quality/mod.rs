@@ -20,6 +20,7 @@
 //!   (`--offline`): seconds instead of minutes, to tune the estimator with.
 //! - [`tally`]: the pure sums, the swarm's effect and the bar.
 
+pub mod diagnose;
 pub mod play;
 pub mod replay;
 pub mod tally;
@@ -64,6 +65,11 @@ pub struct QualityArgs {
     /// Write the numbers as JSON here.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
+    /// With `--offline`: also print where the error comes from (estimates
+    /// next to oracles that each remove one source of error, see
+    /// [`diagnose`]).
+    #[arg(long)]
+    pub diagnose: bool,
 }
 
 /// Simulated minutes during which the swarm's reports are judged (its
@@ -110,6 +116,15 @@ pub async fn run(args: &QualityArgs) -> anyhow::Result<Quality> {
         follow: None,
     };
 
+    if args.diagnose {
+        for (name, scenario) in [
+            ("honest", Scenario::honest()),
+            ("default", Scenario::default()),
+            ("adversarial", Scenario::adversarial()),
+        ] {
+            diagnose::diagnose(&plan(scenario), name);
+        }
+    }
     eprintln!(
         "quality: default scenario, {} simulated minutes",
         args.minutes

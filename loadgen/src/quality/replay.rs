@@ -34,23 +34,7 @@ const STEP_MS: i64 = 1_000;
 
 /// Plays `plan` through the pure estimator and returns the rounds.
 pub fn replay(plan: &Plan) -> Played {
-    let speed = if plan.speed.is_finite() && plan.speed > 0.0 {
-        plan.speed
-    } else {
-        1.0
-    };
-    let params = Params {
-        half_life_ms: (SERVICE_HALF_LIFE_SECS / speed * 1000.0).round().max(1.0) as i64,
-        window_ms: (SERVICE_WINDOW_SECS / speed * 1000.0).round().max(2.0) as i64,
-        ..Params::default()
-    };
-    // The wall clock of the replay: an arbitrary fixed origin, so that the
-    // same seed gives the same numbers whenever it runs.
-    let origin = DateTime::<Utc>::from_timestamp(1_795_000_000, 0).unwrap_or_default();
-    let wall = |t: NaiveDateTime| {
-        let sim_ms = (t - plan.from).num_milliseconds() as f64;
-        origin + TimeDelta::milliseconds((sim_ms / speed) as i64)
-    };
+    let (params, wall) = compressed(plan);
     let hasher = DeviceHasher::new("quality-replay");
     let limits = Limits::default();
 
@@ -126,6 +110,30 @@ pub fn replay(plan: &Plan) -> Played {
         }
     }
     played
+}
+
+/// The estimator's parameters and the wall clock of a replay of `plan`:
+/// half-life and window divided by its speed, wall-clock stamps running
+/// that much slower than simulated time from an arbitrary fixed origin (so
+/// the same seed gives the same numbers whenever it runs).
+pub(super) fn compressed(plan: &Plan) -> (Params, impl Fn(NaiveDateTime) -> DateTime<Utc>) {
+    let speed = if plan.speed.is_finite() && plan.speed > 0.0 {
+        plan.speed
+    } else {
+        1.0
+    };
+    let params = Params {
+        half_life_ms: (SERVICE_HALF_LIFE_SECS / speed * 1000.0).round().max(1.0) as i64,
+        window_ms: (SERVICE_WINDOW_SECS / speed * 1000.0).round().max(2.0) as i64,
+        ..Params::default()
+    };
+    let origin = DateTime::<Utc>::from_timestamp(1_795_000_000, 0).unwrap_or_default();
+    let from = plan.from;
+    let wall = move |t: NaiveDateTime| {
+        let sim_ms = (t - from).num_milliseconds() as f64;
+        origin + TimeDelta::milliseconds((sim_ms / speed) as i64)
+    };
+    (params, wall)
 }
 
 #[cfg(test)]
