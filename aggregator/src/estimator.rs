@@ -550,9 +550,15 @@ fn latest_per_device_refs<'v, 'a>(mut sorted: Vec<&'v Vote<'a>>) -> Vec<&'v Vote
 /// A stable fingerprint of a report id, scoped to its device so that one
 /// device cannot suppress another's reports by reusing their ids.
 pub fn report_fingerprint(device: u64, report_id: &str) -> u64 {
+    fingerprint(device.to_le_bytes().iter().chain(report_id.as_bytes()))
+}
+
+/// FNV-1a of `bytes`: stable across processes and versions, unlike the
+/// standard library's hasher.
+pub fn fingerprint<'b>(bytes: impl IntoIterator<Item = &'b u8>) -> u64 {
     const PRIME: u64 = 0x0000_0100_0000_01b3;
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in device.to_le_bytes().iter().chain(report_id.as_bytes()) {
+    for b in bytes {
         h ^= u64::from(*b);
         h = h.wrapping_mul(PRIME);
     }

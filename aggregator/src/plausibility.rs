@@ -488,8 +488,15 @@ pub mod devices {
         }
     }
 
+    /// The trip's fingerprint, hashed in place: this runs for every report.
     fn trip_fingerprint(trip_id: &str, start_date: &str) -> u64 {
-        crate::estimator::report_fingerprint(0, &format!("{trip_id}\u{0}{start_date}"))
+        crate::estimator::fingerprint(
+            trip_id
+                .as_bytes()
+                .iter()
+                .chain(&[0])
+                .chain(start_date.as_bytes()),
+        )
     }
 
     #[cfg(test)]
