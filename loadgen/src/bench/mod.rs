@@ -223,16 +223,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Option<BenchReport>> {
 
     let half_rate = (firehose.sustained_rate / 2.0).max(100.0);
     eprintln!("bench: half load, {half_rate:.0}/s with queries...");
-    let half_load = probe::run(&ProbePlan {
-        mode: "half-load",
-        rate: half_rate,
-        streams: args.firehose_streams,
-        duration: settings.probe_duration.max(Duration::from_secs(5)),
-        watchers: settings.watchers,
-        query_rate: settings.query_rate,
-        measure_memory: true,
-    })
-    .await?;
+    let half_load = probe::run(&half_load_plan(half_rate, &args, &settings)).await?;
     log_probe(&half_load);
 
     let redis_version = redis_version().unwrap_or_default();
@@ -269,6 +260,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Option<BenchReport>> {
     };
     write(&report, &args.out)?;
     Ok(Some(report))
+}
+
+/// The probe at `rate` with queries, watchers and memory measured.
+fn half_load_plan(rate: f64, args: &BenchArgs, settings: &Settings) -> ProbePlan {
+    ProbePlan {
+        mode: "half-load",
+        rate,
+        streams: args.firehose_streams,
+        duration: settings.probe_duration.max(Duration::from_secs(5)),
+        watchers: settings.watchers,
+        query_rate: settings.query_rate,
+        measure_memory: true,
+    }
 }
 
 /// Runs one measurement and logs what it finds.
@@ -319,16 +323,7 @@ async fn run_phase(phase: Phase, args: &BenchArgs, settings: &Settings) -> anyho
             }
         }
         Phase::HalfLoad => {
-            let probe = probe::run(&ProbePlan {
-                mode: "half-load",
-                rate: args.start_rate,
-                streams: args.firehose_streams,
-                duration: settings.probe_duration.max(Duration::from_secs(5)),
-                watchers: settings.watchers,
-                query_rate: settings.query_rate,
-                measure_memory: true,
-            })
-            .await?;
+            let probe = probe::run(&half_load_plan(args.start_rate, args, settings)).await?;
             log_probe(&probe);
             eprintln!(
                 "bench:   GetOccupancy p50 {:.2} ms, p99 {:.2} ms",

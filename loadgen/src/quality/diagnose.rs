@@ -24,15 +24,14 @@ use std::collections::BTreeMap;
 
 use chrono::TimeDelta;
 use crowd_aggregator::estimator::{self, Applied};
-use crowd_aggregator::reputation::{Reputation, judge};
 use crowd_proto::codec::report_to_stored;
 use crowd_proto::domain::DeviceHasher;
 use crowd_proto::level::Level;
 use crowd_proto::pb::store::{StoredReport, TrainState};
-use crowd_proto::pb::v1::OccupancyEstimate;
 use crowd_proto::validate::{Limits, validate_report};
 
 use super::play::Plan;
+use super::replay::Model;
 use crate::sim::truth::level_of;
 use crate::sim::{Network, ReporterKind, Simulation};
 
@@ -78,10 +77,8 @@ pub fn diagnose(plan: &Plan, name: &str) {
     let limits = Limits::default();
     let mut sim = Simulation::new(Network::sample(), plan.scenario.clone(), plan.seed);
     sim.advance_to(plan.from);
-    let mut trains: BTreeMap<String, TrainState> = BTreeMap::new();
+    let mut model = Model::new(params);
     let mut logs: BTreeMap<String, Vec<Logged>> = BTreeMap::new();
-    let mut published: BTreeMap<String, OccupancyEstimate> = BTreeMap::new();
-    let mut reputation = Reputation::new();
     let per_step = plan.reports_per_sim_minute * STEP_MS as f64 / 60_000.0;
     let mut owed = 0.0;
     let mut t = plan.from;
@@ -111,7 +108,6 @@ pub fn diagnose(plan: &Plan, name: &str) {
         let now = wall(t);
         let now_ms = now.timestamp_millis();
         owed += per_step;
-        let mut touched = Vec::new();
         let truths = sim.trains();
         while owed >= 1.0 {
             owed -= 1.0;
@@ -123,52 +119,36 @@ pub fn diagnose(plan: &Plan, name: &str) {
             };
             let stored = report_to_stored(&report, now);
             let key = report.trip.canonical();
-            let state = trains.entry(key.clone()).or_default();
-            let verdict = judge(state, &stored, now_ms, &params, &reputation);
-            if estimator::apply(state, &stored, &params) == Applied::Counted {
-                if let Some(v) = verdict {
-                    reputation.record(stored.device, v);
-                }
-                touched.push(key.clone());
-                if let Some(truth) = truths.iter().find(|x| {
-                    x.trip.trip_id == stored.trip_id && x.trip.start_date == stored.start_date
-                }) {
-                    let segment = (truth.progress * 1000.0) as usize;
-                    let segment = segment_of(&truth.last_stop, segment);
-                    let car = stored.carriage_sequence as usize;
-                    let true_pct = if car >= 1 && car <= truth.cars.len() {
-                        truth.cars[car - 1].percentage
-                    } else {
-                        truth.percentage
-                    };
-                    logs.entry(key).or_default().push(Logged {
-                        stored,
-                        kind: sent.reporter,
-                        segment,
-                        true_pct,
-                    });
-                }
+            if model.apply(&stored, now_ms) != Applied::Counted {
+                continue;
+            }
+            if let Some(truth) = truths.iter().find(|x| {
+                x.trip.trip_id == stored.trip_id && x.trip.start_date == stored.start_date
+            }) {
+                let segment = (truth.progress * 1000.0) as usize;
+                let segment = segment_of(&truth.last_stop, segment);
+                let car = stored.carriage_sequence as usize;
+                let true_pct = if car >= 1 && car <= truth.cars.len() {
+                    truth.cars[car - 1].percentage
+                } else {
+                    truth.percentage
+                };
+                logs.entry(key).or_default().push(Logged {
+                    stored,
+                    kind: sent.reporter,
+                    segment,
+                    true_pct,
+                });
             }
         }
-        touched.sort_unstable();
-        touched.dedup();
-        for key in touched {
-            let Some(state) = trains.get_mut(&key) else {
-                continue;
-            };
-            estimator::prune(state, now_ms, &params);
-            match estimator::estimate(state, now_ms, &params, &reputation) {
-                Some(e) => published.insert(key, e),
-                None => published.remove(&key),
-            };
-        }
+        model.publish(now_ms);
         if t < next_round {
             continue;
         }
         next_round += TimeDelta::minutes(1);
         for truth in &truths {
             let key = truth_key(&truth.trip);
-            let Some(est) = published.get(&key) else {
+            let Some(est) = model.published.get(&key) else {
                 continue;
             };
             if est.reporters < plan.min_reporters {
@@ -213,7 +193,7 @@ pub fn diagnose(plan: &Plan, name: &str) {
                     }
                     estimator::apply(&mut s, &r, &params);
                 }
-                estimator::estimate(&s, now_ms, &params, &reputation)
+                estimator::estimate(&s, now_ms, &params, &model.reputation)
             };
             match by_estimator(&seg, false) {
                 Some(e) => scores[1].add(

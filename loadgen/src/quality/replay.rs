@@ -22,7 +22,8 @@ use crowd_aggregator::estimator::{self, Applied, Params};
 use crowd_aggregator::reputation::{Reputation, judge};
 use crowd_proto::codec::report_to_stored;
 use crowd_proto::domain::DeviceHasher;
-use crowd_proto::pb::store::TrainState;
+use crowd_proto::domain::TripKey;
+use crowd_proto::pb::store::{StoredReport, TrainState};
 use crowd_proto::pb::v1::OccupancyEstimate;
 use crowd_proto::validate::{Limits, validate_report};
 
@@ -40,9 +41,7 @@ pub fn replay(plan: &Plan) -> Played {
 
     let mut sim = Simulation::new(Network::sample(), plan.scenario.clone(), plan.seed);
     sim.advance_to(plan.from);
-    let mut trains: BTreeMap<String, TrainState> = BTreeMap::new();
-    let mut published: BTreeMap<String, OccupancyEstimate> = BTreeMap::new();
-    let mut reputation = Reputation::new();
+    let mut model = Model::new(params);
     let mut played = Played::default();
     let per_step = plan.reports_per_sim_minute * STEP_MS as f64 / 60_000.0;
     let mut owed = 0.0;
@@ -58,7 +57,6 @@ pub fn replay(plan: &Plan) -> Played {
         let now = wall(t);
         let now_ms = now.timestamp_millis();
         owed += per_step;
-        let mut touched = Vec::new();
         while owed >= 1.0 {
             owed -= 1.0;
             let Some(sent) = sim.sample_report(now) else {
@@ -68,34 +66,13 @@ pub fn replay(plan: &Plan) -> Played {
                 played.acks.1 += 1;
                 continue;
             };
-            let stored = report_to_stored(&report, now);
-            let key = report.trip.canonical();
-            let state = trains.entry(key.clone()).or_default();
-            let verdict = judge(state, &stored, now_ms, &params, &reputation);
-            match estimator::apply(state, &stored, &params) {
-                Applied::Counted => {
-                    played.acks.0 += 1;
-                    if let Some(v) = verdict {
-                        reputation.record(stored.device, v);
-                    }
-                    touched.push(key);
-                }
+            match model.apply(&report_to_stored(&report, now), now_ms) {
+                Applied::Counted => played.acks.0 += 1,
                 Applied::Duplicate => played.acks.2 += 1,
                 Applied::Rejected => played.acks.1 += 1,
             }
         }
-        touched.sort_unstable();
-        touched.dedup();
-        for key in touched {
-            let Some(state) = trains.get_mut(&key) else {
-                continue;
-            };
-            estimator::prune(state, now_ms, &params);
-            match estimator::estimate(state, now_ms, &params, &reputation) {
-                Some(e) => published.insert(key, e),
-                None => published.remove(&key),
-            };
-        }
+        model.publish(now_ms);
         if played.target.is_none() {
             played.target = sim.swarm_target().cloned();
         }
@@ -105,11 +82,74 @@ pub fn replay(plan: &Plan) -> Played {
             if truths.is_empty() {
                 continue;
             }
-            let estimates: Vec<OccupancyEstimate> = published.values().cloned().collect();
+            let estimates: Vec<OccupancyEstimate> = model.published.values().cloned().collect();
             played.round(plan, &truths, &estimates, t);
         }
     }
     played
+}
+
+/// The aggregator's model in one thread: train states, device reputation
+/// and the estimates published after each step, as the worker keeps them.
+#[derive(Debug)]
+pub(super) struct Model {
+    pub(super) params: Params,
+    /// Each train's state, by canonical trip key.
+    pub(super) trains: BTreeMap<String, TrainState>,
+    /// The latest published estimate of each train.
+    pub(super) published: BTreeMap<String, OccupancyEstimate>,
+    pub(super) reputation: Reputation,
+    /// Trains counted into since the last [`Model::publish`].
+    touched: Vec<String>,
+}
+
+impl Model {
+    pub(super) fn new(params: Params) -> Model {
+        Model {
+            params,
+            trains: BTreeMap::new(),
+            published: BTreeMap::new(),
+            reputation: Reputation::new(),
+            touched: Vec::new(),
+        }
+    }
+
+    /// Judges `report` against its train, folds it in and, when it counts,
+    /// records the verdict in the device's reputation.
+    pub(super) fn apply(&mut self, report: &StoredReport, now_ms: i64) -> Applied {
+        let key = TripKey {
+            trip_id: report.trip_id.clone(),
+            start_date: report.start_date.clone(),
+        }
+        .canonical();
+        let state = self.trains.entry(key.clone()).or_default();
+        let verdict = judge(state, report, now_ms, &self.params, &self.reputation);
+        let applied = estimator::apply(state, report, &self.params);
+        if applied == Applied::Counted {
+            if let Some(v) = verdict {
+                self.reputation.record(report.device, v);
+            }
+            self.touched.push(key);
+        }
+        applied
+    }
+
+    /// Publishes (or withdraws) the estimate of every train counted into
+    /// since the last call, as the worker does after a batch.
+    pub(super) fn publish(&mut self, now_ms: i64) {
+        self.touched.sort_unstable();
+        self.touched.dedup();
+        for key in self.touched.drain(..) {
+            let Some(state) = self.trains.get_mut(&key) else {
+                continue;
+            };
+            estimator::prune(state, now_ms, &self.params);
+            match estimator::estimate(state, now_ms, &self.params, &self.reputation) {
+                Some(e) => self.published.insert(key, e),
+                None => self.published.remove(&key),
+            };
+        }
+    }
 }
 
 /// The estimator's parameters and the wall clock of a replay of `plan`:
