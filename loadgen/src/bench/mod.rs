@@ -313,11 +313,15 @@ async fn run_phase(phase: Phase, args: &BenchArgs, settings: &Settings) -> anyho
             let scale = drain::scale(settings.scale_reports, few, many).await?;
             for d in [&scale.few, &scale.many] {
                 eprintln!(
-                    "bench:   {} trains: {:.0} reports/s, {} per CPU second (aggregator + Redis), {:.0} B of Redis per train (state + estimate)",
+                    "bench:   {} trains: {:.0} reports/s, {} per CPU second (aggregator + Redis; CPU s {} + {}), {:.0} B of Redis per train (state + estimate)",
                     d.trains,
                     d.reports_per_sec,
                     d.reports_per_total_cpu_sec()
                         .map_or("n/a".to_owned(), |r| format!("{r:.0}")),
+                    d.process_cpu_secs
+                        .map_or("n/a".to_owned(), |s| format!("{s:.2}")),
+                    d.redis_cpu_secs
+                        .map_or("n/a".to_owned(), |s| format!("{s:.2}")),
                     d.train_memory.state_and_estimate_bytes
                 );
             }
