@@ -15,11 +15,12 @@ use tonic::Status;
 
 use crowd_proto::pb::v1::ReportAck;
 
-/// One ack, or the status ending the stream.
-pub type AckItem = Result<ReportAck, Status>;
+/// One response message (a [`ReportAck`], or a `ReportAckBatch` on a
+/// batched stream), or the status ending the stream.
+pub type AckItem<T = ReportAck> = Result<T, Status>;
 
-/// Acks that became ready together, oldest first.
-pub type AckBatch = Vec<AckItem>;
+/// Response messages that became ready together, oldest first.
+pub type AckBatch<T = ReportAck> = Vec<AckItem<T>>;
 
 /// Batches of acks waiting for the response task. Small: a batch holds
 /// every ready ack already, and a full channel is what makes the pump stop
@@ -27,10 +28,10 @@ pub type AckBatch = Vec<AckItem>;
 pub const BATCHES_BUFFERED: usize = 2;
 
 /// The sending side, owned by the stream's pump.
-pub type AckSender = mpsc::Sender<AckBatch>;
+pub type AckSender<T = ReportAck> = mpsc::Sender<AckBatch<T>>;
 
 /// A new ack channel: the pump's sender and the response stream.
-pub fn channel() -> (AckSender, AckStream) {
+pub fn channel<T>() -> (AckSender<T>, AckStream<T>) {
     let (tx, rx) = mpsc::channel(BATCHES_BUFFERED);
     (
         tx,
@@ -43,16 +44,16 @@ pub fn channel() -> (AckSender, AckStream) {
 
 /// The acks of one report stream, one message at a time, in order.
 #[derive(Debug)]
-pub struct AckStream {
-    rx: mpsc::Receiver<AckBatch>,
+pub struct AckStream<T = ReportAck> {
+    rx: mpsc::Receiver<AckBatch<T>>,
     /// What is left of the batch being yielded.
-    batch: std::vec::IntoIter<AckItem>,
+    batch: std::vec::IntoIter<AckItem<T>>,
 }
 
-impl Stream for AckStream {
-    type Item = AckItem;
+impl<T: Unpin> Stream for AckStream<T> {
+    type Item = AckItem<T>;
 
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<AckItem>> {
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<AckItem<T>>> {
         let this = self.get_mut();
         loop {
             if let Some(item) = this.batch.next() {

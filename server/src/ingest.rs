@@ -9,11 +9,21 @@
 //! still unacknowledged. A stream silent for too long is ended with
 //! DEADLINE_EXCEEDED.
 //!
+//! `StreamReportBatches` carries the same reports several to a message (a
+//! phone's backlog after a tunnel, or a relay), answered by one ack message
+//! per batch: the per-message cost (HTTP/2 and gRPC framing, one ack
+//! message per report) is most of the server's cost per report, and a
+//! batch pays it once. Each report of a batch is still judged on its own.
+//! Whatever ends a stream, the reports still being written are settled, so
+//! that one whose write failed is forgotten and its resend is stored, not
+//! answered DUPLICATE.
+//!
 //! An ACCEPTED ack also carries the nudge: how many riders are looking at
 //! the train ([`Audience`]) and the device's running count of accepted
 //! reports ([`Contributions`]), which never holds an ack up for long
 //! ([`NUDGE_WAIT`]) nor fails it.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::Poll;
@@ -31,7 +41,8 @@ use crowd_proto::domain::{DeviceHasher, TripKey};
 use crowd_proto::layout::Layout;
 use crowd_proto::pb::v1::report_service_server::ReportService;
 use crowd_proto::pb::v1::{
-    AckStatus, CrowdingReport, GetContributionsRequest, GetContributionsResponse, ReportAck,
+    AckStatus, CrowdingReport, CrowdingReportBatch, GetContributionsRequest,
+    GetContributionsResponse, ReportAck, ReportAckBatch,
 };
 use crowd_proto::validate::{Limits, validate_report};
 
@@ -86,6 +97,10 @@ pub struct IngestConfig {
 /// stored: the count is sent at the same time as the report and is normally
 /// there first; past this the ack says 0 (the count still happens).
 pub const NUDGE_WAIT: Duration = Duration::from_millis(50);
+
+/// Reports in one `CrowdingReportBatch` at most: a batch is admitted at
+/// once, so this bounds the work and the memory one message brings.
+pub const MAX_BATCH_REPORTS: usize = 500;
 
 /// Most devices whose rate is tracked at once.
 const MAX_TRACKED_DEVICES: usize = 1_000_000;
@@ -311,16 +326,81 @@ impl Inner {
         }
     }
 
-    /// Serves one report stream until the client closes it, a store error
-    /// ends it, or shutdown drains it.
-    async fn pump(
-        self: Arc<Self>,
-        mut inbound: Streaming<CrowdingReport>,
+    /// Admits every report of a batch at once and settles them in order:
+    /// one ack message for the batch, or, when a write fails, one with the
+    /// acks before the failure, then the failure (which ends the stream).
+    /// Every report is settled even then, so that failed ones are forgotten
+    /// and can be sent again.
+    fn admit_batch(
+        self: &Arc<Self>,
+        batch: CrowdingReportBatch,
         reporter: Option<SocketAddr>,
-        tx: AckSender,
-    ) {
+    ) -> impl Future<Output = AckBatch<ReportAckBatch>> + Send + use<> {
+        let reports = batch.reports;
+        let admissions: Result<Vec<Admission>, ReportAckBatch> = if reports.len()
+            > MAX_BATCH_REPORTS
+        {
+            let reason = format!(
+                "reports: {} in one batch, at most {MAX_BATCH_REPORTS}; send them in smaller batches",
+                reports.len()
+            );
+            let acks = reports
+                .iter()
+                .map(|r| {
+                    self.config.rejects.rejected("batch_too_large");
+                    ack(&r.report_id, AckStatus::Rejected, reason.clone())
+                })
+                .collect();
+            Err(ReportAckBatch { acks })
+        } else {
+            Ok(reports.iter().map(|r| self.admit(r, reporter)).collect())
+        };
+        let this = self.clone();
+        async move {
+            let admissions = match admissions {
+                Ok(admissions) => admissions,
+                Err(rejected) => return vec![Ok(rejected)],
+            };
+            let mut acks = Vec::with_capacity(admissions.len());
+            let mut failure = None;
+            for admission in admissions {
+                match this.settle(admission).await {
+                    Ok(ack) if failure.is_none() => acks.push(ack),
+                    Ok(_) => {}
+                    Err(status) => {
+                        failure.get_or_insert(status);
+                    }
+                }
+            }
+            match failure {
+                Some(status) if acks.is_empty() => vec![Err(status)],
+                Some(status) => vec![Ok(ReportAckBatch { acks }), Err(status)],
+                None => vec![Ok(ReportAckBatch { acks })],
+            }
+        }
+    }
+
+    /// Serves one report stream until the client closes it, a store error
+    /// ends it, or shutdown drains it. `admit` turns each request message
+    /// into the number of reports it holds and the future of its response
+    /// messages; at most `max_inflight` reports await their acks at once.
+    async fn pump<M, T, F>(
+        self: Arc<Self>,
+        mut inbound: Streaming<M>,
+        tx: AckSender<T>,
+        admit: impl Fn(&Arc<Self>, M) -> (usize, F),
+    ) where
+        M: prost::Message + Default + Send + 'static,
+        T: Send + 'static,
+        F: Future<Output = AckBatch<T>> + Send + 'static,
+    {
         let mut pending = FuturesOrdered::new();
+        // Reports of each pending message, oldest first, and their sum.
+        let mut sizes = VecDeque::new();
+        let mut in_flight = 0;
         let mut reading = true;
+        // The stream failed, or its client went away: nothing more to say.
+        let mut over = false;
         // How the stream ends once the pending acks are out; `None` = OK.
         let mut end: Option<Status> = None;
         let idle = self.config.stream_idle;
@@ -333,25 +413,28 @@ impl Inner {
             }
             tokio::select! {
                 biased;
-                batch = ready_acks(&mut pending), if !pending.is_empty() => {
+                (done, batch) = ready_acks(&mut pending), if !pending.is_empty() => {
+                    in_flight -= sizes.drain(..done).sum::<usize>();
                     let failed = batch.last().is_some_and(Result::is_err);
                     if tx.send(batch).await.is_err() || failed {
-                        return;
+                        over = true;
+                        break;
                     }
                     // Waiting for our acks is not the client's silence.
                     if let Some(idle) = idle {
                         silence.as_mut().reset(tokio::time::Instant::now() + idle);
                     }
                 }
-                message = inbound.message(), if reading && pending.len() < self.config.max_inflight => {
+                message = inbound.message(), if reading && in_flight < self.config.max_inflight => {
                     match message {
                         Ok(Some(raw)) => {
                             if let Some(idle) = idle {
                                 silence.as_mut().reset(tokio::time::Instant::now() + idle);
                             }
-                            let admission = self.admit(&raw, reporter);
-                            let this = self.clone();
-                            pending.push_back(async move { this.settle(admission).await });
+                            let (reports, acks) = admit(&self, raw);
+                            sizes.push_back(reports);
+                            in_flight += reports;
+                            pending.push_back(acks);
                         }
                         Ok(None) => reading = false,
                         Err(status) => {
@@ -376,34 +459,45 @@ impl Inner {
                         "server shutting down; resend unacknowledged reports",
                     ));
                 }
-                _ = tx.closed() => return,
+                _ = tx.closed() => {
+                    over = true;
+                    break;
+                }
             }
         }
-        if let Some(status) = end {
+        if !pending.is_empty() {
+            // The stream ended with reports still being written: settle
+            // them anyway, so that a failed one is forgotten and its resend
+            // on another stream is not taken for a duplicate.
+            tokio::spawn(async move { pending.for_each(|_| async {}).await });
+        }
+        if let (false, Some(status)) = (over, end) {
             let _ = tx.send(vec![Err(status)]).await;
         }
     }
 }
 
-/// Every ack at the head of `pending` that is ready now, in order, up to and
-/// including the first error (which ends the stream); waits for the first.
-async fn ready_acks<F>(pending: &mut FuturesOrdered<F>) -> AckBatch
+/// Every response at the head of `pending` that is ready now, in order, up
+/// to and including the first error (which ends the stream), with the
+/// number of messages they answer; waits for the first.
+async fn ready_acks<F, T>(pending: &mut FuturesOrdered<F>) -> (usize, AckBatch<T>)
 where
-    F: Future<Output = Result<ReportAck, Status>>,
+    F: Future<Output = AckBatch<T>>,
 {
     std::future::poll_fn(|cx| {
         let mut batch = AckBatch::new();
-        while let Poll::Ready(Some(result)) = pending.poll_next_unpin(cx) {
-            let failed = result.is_err();
-            batch.push(result);
-            if failed {
+        let mut done = 0;
+        while let Poll::Ready(Some(items)) = pending.poll_next_unpin(cx) {
+            done += 1;
+            batch.extend(items);
+            if batch.last().is_some_and(Result::is_err) {
                 break;
             }
         }
-        if batch.is_empty() {
+        if done == 0 {
             Poll::Pending
         } else {
-            Poll::Ready(batch)
+            Poll::Ready((done, batch))
         }
     })
     .await
@@ -433,7 +527,38 @@ impl ReportService for Ingest {
         let place = self.inner.config.open_streams.open()?;
         let (tx, rx) = acks::channel();
         let reporter = request.remote_addr();
-        tokio::spawn(self.inner.clone().pump(request.into_inner(), reporter, tx));
+        let pump = self
+            .inner
+            .clone()
+            .pump(request.into_inner(), tx, move |inner, raw| {
+                let admission = inner.admit(&raw, reporter);
+                let inner = inner.clone();
+                (1, async move { vec![inner.settle(admission).await] })
+            });
+        tokio::spawn(pump);
+        Ok(Response::new(place.hold(rx)))
+    }
+
+    type StreamReportBatchesStream = Held<AckStream<ReportAckBatch>>;
+
+    async fn stream_report_batches(
+        &self,
+        request: Request<Streaming<CrowdingReportBatch>>,
+    ) -> Result<Response<Self::StreamReportBatchesStream>, Status> {
+        if self.inner.shutdown.is_cancelled() {
+            return Err(StoreError::ShuttingDown.into());
+        }
+        let place = self.inner.config.open_streams.open()?;
+        let (tx, rx) = acks::channel();
+        let reporter = request.remote_addr();
+        let pump = self
+            .inner
+            .clone()
+            .pump(request.into_inner(), tx, move |inner, batch| {
+                let reports = batch.reports.len();
+                (reports, inner.admit_batch(batch, reporter))
+            });
+        tokio::spawn(pump);
         Ok(Response::new(place.hold(rx)))
     }
 

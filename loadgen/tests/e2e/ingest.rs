@@ -557,7 +557,7 @@ async fn stored_reports(redis_url: &str, layout: Layout) -> Vec<(u16, StoredRepo
 }
 
 /// Report ids stored in any partition's reports stream, sorted.
-async fn stored_report_ids(redis_url: &str, layout: Layout) -> Vec<String> {
+pub(crate) async fn stored_report_ids(redis_url: &str, layout: Layout) -> Vec<String> {
     let mut ids: Vec<String> = stored_reports(redis_url, layout)
         .await
         .into_iter()

@@ -10,4 +10,5 @@ mod observability;
 mod operator;
 mod page;
 mod queries;
+mod report_batches;
 mod system;
