@@ -513,6 +513,36 @@ fn ack(report_id: &str, status: AckStatus, reason: String) -> ReportAck {
     }
 }
 
+impl Ingest {
+    /// Opens a report stream under the open-stream cap and starts its pump
+    /// (see [`Inner::pump`] for `admit`).
+    fn open_stream<M, T, F>(
+        &self,
+        request: Request<Streaming<M>>,
+        admit: impl Fn(&Arc<Inner>, M, Option<SocketAddr>) -> (usize, F) + Send + 'static,
+    ) -> Result<Response<Held<AckStream<T>>>, Status>
+    where
+        M: prost::Message + Default + Send + 'static,
+        T: Send + 'static,
+        F: Future<Output = AckBatch<T>> + Send + 'static,
+    {
+        if self.inner.shutdown.is_cancelled() {
+            return Err(StoreError::ShuttingDown.into());
+        }
+        let place = self.inner.config.open_streams.open()?;
+        let (tx, rx) = acks::channel();
+        let reporter = request.remote_addr();
+        let pump = self
+            .inner
+            .clone()
+            .pump(request.into_inner(), tx, move |inner, message| {
+                admit(inner, message, reporter)
+            });
+        tokio::spawn(pump);
+        Ok(Response::new(place.hold(rx)))
+    }
+}
+
 #[tonic::async_trait]
 impl ReportService for Ingest {
     type StreamReportsStream = Held<AckStream>;
@@ -521,22 +551,11 @@ impl ReportService for Ingest {
         &self,
         request: Request<Streaming<CrowdingReport>>,
     ) -> Result<Response<Self::StreamReportsStream>, Status> {
-        if self.inner.shutdown.is_cancelled() {
-            return Err(StoreError::ShuttingDown.into());
-        }
-        let place = self.inner.config.open_streams.open()?;
-        let (tx, rx) = acks::channel();
-        let reporter = request.remote_addr();
-        let pump = self
-            .inner
-            .clone()
-            .pump(request.into_inner(), tx, move |inner, raw| {
-                let admission = inner.admit(&raw, reporter);
-                let inner = inner.clone();
-                (1, async move { vec![inner.settle(admission).await] })
-            });
-        tokio::spawn(pump);
-        Ok(Response::new(place.hold(rx)))
+        self.open_stream(request, |inner, raw, reporter| {
+            let admission = inner.admit(&raw, reporter);
+            let inner = inner.clone();
+            (1, async move { vec![inner.settle(admission).await] })
+        })
     }
 
     type StreamReportBatchesStream = Held<AckStream<ReportAckBatch>>;
@@ -545,21 +564,9 @@ impl ReportService for Ingest {
         &self,
         request: Request<Streaming<CrowdingReportBatch>>,
     ) -> Result<Response<Self::StreamReportBatchesStream>, Status> {
-        if self.inner.shutdown.is_cancelled() {
-            return Err(StoreError::ShuttingDown.into());
-        }
-        let place = self.inner.config.open_streams.open()?;
-        let (tx, rx) = acks::channel();
-        let reporter = request.remote_addr();
-        let pump = self
-            .inner
-            .clone()
-            .pump(request.into_inner(), tx, move |inner, batch| {
-                let reports = batch.reports.len();
-                (reports, inner.admit_batch(batch, reporter))
-            });
-        tokio::spawn(pump);
-        Ok(Response::new(place.hold(rx)))
+        self.open_stream(request, |inner, batch, reporter| {
+            (batch.reports.len(), inner.admit_batch(batch, reporter))
+        })
     }
 
     async fn submit_report(
