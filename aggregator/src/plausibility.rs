@@ -312,9 +312,9 @@ fn median(xs: &mut [f64]) -> f64 {
 /// owns, so a device spread over trains of several aggregators is judged on
 /// its share here: the detector under-reports, never over-reports.
 pub mod devices {
-    use std::collections::HashMap;
-
     use crowd_proto::pb::store::StoredReport;
+
+    use crate::device_map::DeviceMap;
 
     use super::{Flag, jumped};
 
@@ -394,7 +394,7 @@ pub mod devices {
     /// Each device's last few reports across trains, bounded.
     #[derive(Debug, Clone)]
     pub struct DeviceTracker {
-        devices: HashMap<u64, Vec<Seen>>,
+        devices: DeviceMap<Vec<Seen>>,
         /// Speed beyond which a device jumped ([`super::max_speed_mps`]).
         max_speed_mps: f64,
     }
@@ -415,7 +415,7 @@ pub mod devices {
         /// compressed simulation moves its trains faster).
         pub fn with_half_life(half_life_ms: i64) -> DeviceTracker {
             DeviceTracker {
-                devices: HashMap::new(),
+                devices: DeviceMap::default(),
                 max_speed_mps: super::max_speed_mps(half_life_ms),
             }
         }
@@ -454,14 +454,20 @@ pub mod devices {
                     jumped(f, at, fix, seen.observed_at_ms, self.max_speed_mps)
                 })
             });
-            let mut trains: Vec<u64> = history
+            // Distinct trips at once, counted in place: this runs for
+            // every report, and a history holds at most PER_DEVICE.
+            let at_once =
+                |s: &&Seen| s.observed_at_ms.abs_diff(seen.observed_at_ms) <= AT_ONCE_MS as u64;
+            let trains_at_once = 1 + history
                 .iter()
-                .filter(|s| s.observed_at_ms.abs_diff(seen.observed_at_ms) <= AT_ONCE_MS as u64)
-                .map(|s| s.trip)
-                .chain(std::iter::once(seen.trip))
-                .collect();
-            trains.sort_unstable();
-            trains.dedup();
+                .enumerate()
+                .filter(|(_, s)| at_once(s) && s.trip != seen.trip)
+                .filter(|(i, s)| {
+                    !history[..*i]
+                        .iter()
+                        .any(|earlier| at_once(&earlier) && earlier.trip == s.trip)
+                })
+                .count();
             history.push(seen);
             if history.len() > PER_DEVICE {
                 history.sort_by_key(|s| std::cmp::Reverse(s.observed_at_ms));
@@ -469,7 +475,7 @@ pub mod devices {
             }
             Signals {
                 jumped,
-                trains_at_once: trains.len(),
+                trains_at_once,
             }
         }
 
@@ -592,6 +598,37 @@ pub mod devices {
             assert_eq!(t.devices[&1].len(), PER_DEVICE);
             assert_eq!(t.len(), 1);
             assert!(!t.is_empty());
+        }
+
+        proptest::proptest! {
+            /// Trains at once are the distinct trips of the device's
+            /// remembered reports within AT_ONCE_MS, this one included.
+            #[test]
+            fn trains_at_once_counts_distinct_trips(
+                reports in proptest::collection::vec((0u8..4, 0i64..600_000), 1..30)
+            ) {
+                let mut t = DeviceTracker::new();
+                let mut kept: Vec<(String, i64)> = Vec::new();
+                for (trip, at) in reports {
+                    let trip = format!("T{trip}");
+                    let mut expected: Vec<&str> = kept
+                        .iter()
+                        .filter(|(_, a)| a.abs_diff(T + at) <= AT_ONCE_MS as u64)
+                        .map(|(t, _)| t.as_str())
+                        .chain([trip.as_str()])
+                        .collect();
+                    expected.sort_unstable();
+                    expected.dedup();
+                    let expected = expected.len();
+                    let signals = t.observe(&on(1, &trip, T + at, None));
+                    proptest::prop_assert_eq!(signals.trains_at_once, expected);
+                    kept.push((trip, T + at));
+                    if kept.len() > PER_DEVICE {
+                        kept.sort_by_key(|(_, a)| std::cmp::Reverse(*a));
+                        kept.truncate(PER_DEVICE);
+                    }
+                }
+            }
         }
     }
 }
