@@ -53,6 +53,16 @@ pub struct BenchArgs {
     /// Streams of the firehose mode (few streams, many reports each).
     #[arg(long, default_value_t = 8)]
     pub firehose_streams: usize,
+    /// Most reports per message in the firehose mode and the half-load
+    /// probe (StreamReportBatches, as a relay would send); 1 sends one
+    /// report per message over StreamReports. The sparse mode always sends
+    /// one: phones report one at a time.
+    #[arg(long, default_value_t = 64)]
+    pub firehose_batch: usize,
+    /// How long a firehose batch waits after its first report for more, as
+    /// a relay lingers to send fuller batches (0: sends what is queued).
+    #[arg(long, default_value = "1ms", value_parser = crate::driver::arrivals::parse_duration)]
+    pub firehose_linger: Duration,
     /// Streams of the sparse mode (default 10000, 5000 with --quick).
     #[arg(long)]
     pub sparse_streams: Option<usize>,
@@ -136,6 +146,10 @@ impl BenchArgs {
     }
 }
 
+/// Reports per message of the sparse mode: phones send theirs one at a
+/// time, over `StreamReports`.
+const SPARSE_BATCH: usize = 1;
+
 /// Trains of the aggregator drain: a rush hour on a large network.
 const DRAIN_TRAINS: u64 = 500;
 /// Trains of the few-trains and many-trains drains compared.
@@ -146,6 +160,12 @@ const STREAM_MAXLEN: u64 = 1_000_000;
 /// Runs every measurement, writes the results under `--out` and returns
 /// them; with `--only`, runs that one and returns `None`.
 pub async fn run(args: BenchArgs) -> anyhow::Result<Option<BenchReport>> {
+    anyhow::ensure!(
+        (1..=crate::driver::streams::MAX_BATCH).contains(&args.firehose_batch),
+        "--firehose-batch must be from 1 to {} (got {})",
+        crate::driver::streams::MAX_BATCH,
+        args.firehose_batch
+    );
     let settings = args.settings();
     if let Some(phase) = args.only {
         run_phase(phase, &args, &settings).await?;
@@ -177,6 +197,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Option<BenchReport>> {
     let firehose = step_search(
         "firehose",
         args.firehose_streams,
+        args.firehose_batch,
+        args.firehose_linger,
         args.start_rate,
         &settings,
     )
@@ -184,6 +206,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Option<BenchReport>> {
     let sparse = step_search(
         "sparse",
         settings.sparse_streams,
+        SPARSE_BATCH,
+        Duration::ZERO,
         args.start_rate,
         &settings,
     )
@@ -235,7 +259,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Option<BenchReport>> {
     );
     let targets = report::targets(
         ceiling.xadd_per_sec,
-        firehose.sustained_rate,
+        &firehose,
         &sparse,
         &drain,
         &trains_scale,
@@ -268,6 +292,8 @@ fn half_load_plan(rate: f64, args: &BenchArgs, settings: &Settings) -> ProbePlan
         mode: "half-load",
         rate,
         streams: args.firehose_streams,
+        batch: args.firehose_batch,
+        linger: args.firehose_linger,
         duration: settings.probe_duration.max(Duration::from_secs(5)),
         watchers: settings.watchers,
         query_rate: settings.query_rate,
@@ -288,13 +314,27 @@ async fn run_phase(phase: Phase, args: &BenchArgs, settings: &Settings) -> anyho
             eprintln!("bench:   {:.0} XADD/s", ceiling.xadd_per_sec);
         }
         Phase::Firehose => {
-            let s =
-                step_search("firehose", args.firehose_streams, args.start_rate, settings).await?;
+            let s = step_search(
+                "firehose",
+                args.firehose_streams,
+                args.firehose_batch,
+                args.firehose_linger,
+                args.start_rate,
+                settings,
+            )
+            .await?;
             eprintln!("bench:   firehose sustained {:.0}/s", s.sustained_rate);
         }
         Phase::Sparse => {
-            let s =
-                step_search("sparse", settings.sparse_streams, args.start_rate, settings).await?;
+            let s = step_search(
+                "sparse",
+                settings.sparse_streams,
+                SPARSE_BATCH,
+                Duration::ZERO,
+                args.start_rate,
+                settings,
+            )
+            .await?;
             eprintln!("bench:   sparse sustained {:.0}/s", s.sustained_rate);
         }
         Phase::Drain => {
@@ -354,10 +394,15 @@ async fn run_phase(phase: Phase, args: &BenchArgs, settings: &Settings) -> anyho
 async fn step_search(
     mode: &'static str,
     streams: usize,
+    batch: usize,
+    linger: Duration,
     start_rate: f64,
     settings: &Settings,
 ) -> anyhow::Result<Search> {
-    eprintln!("bench: {mode} step search ({streams} streams)...");
+    eprintln!(
+        "bench: {mode} step search ({streams} streams, {})...",
+        report::batch_text(batch)
+    );
     let mut search = StepSearch::new(start_rate, 2.0, 0.15, settings.max_probes);
     let mut probes: Vec<Probe> = Vec::new();
     while let Some(rate) = search.next_rate() {
@@ -365,6 +410,8 @@ async fn step_search(
             mode,
             rate: rate.round(),
             streams,
+            batch,
+            linger,
             duration: settings.probe_duration,
             watchers: settings.watchers,
             query_rate: 0.0,
@@ -382,6 +429,8 @@ async fn step_search(
         .cloned();
     Ok(Search {
         streams,
+        batch,
+        linger_ms: linger.as_secs_f64() * 1000.0,
         sustained_rate: sustained_rate.round(),
         best,
         probes,
@@ -389,8 +438,13 @@ async fn step_search(
 }
 
 fn log_probe(p: &Probe) {
+    let batches = if p.batch > 1 {
+        format!(" ({:.1} reports per batch)", p.mean_batch)
+    } else {
+        String::new()
+    };
     eprintln!(
-        "bench:   {} {:.0}/s offered, {:.0}/s acked, ack p99 {:.1} ms, freshness p99 {:.1} ms, backlog max {}: {}",
+        "bench:   {} {:.0}/s offered, {:.0}/s acked{batches}, ack p99 {:.1} ms, freshness p99 {:.1} ms, backlog max {}: {}",
         p.mode,
         p.rate,
         p.achieved_rate,
@@ -477,6 +531,25 @@ mod tests {
         assert!(quick.drain_reports < full.drain_reports);
         assert!(quick.scale_reports < full.scale_reports);
         assert_eq!(parse(&["--sparse-streams", "6000"]).sparse_streams, 6_000);
+    }
+
+    #[test]
+    fn the_firehose_and_its_half_load_are_batched_by_default() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: BenchArgs,
+        }
+        let parse = |flags: &[&str]| {
+            <Cli as clap::Parser>::parse_from(std::iter::once("bench").chain(flags.iter().copied()))
+                .args
+        };
+        let args = parse(&[]);
+        assert_eq!(args.firehose_batch, 64);
+        let plan = half_load_plan(1000.0, &args, &args.settings());
+        assert_eq!((plan.streams, plan.batch), (8, 64));
+        let args = parse(&["--firehose-batch", "1"]);
+        assert_eq!(half_load_plan(1000.0, &args, &args.settings()).batch, 1);
     }
 
     #[test]

@@ -27,6 +27,11 @@ pub struct ProbePlan {
     /// Offered reports per second.
     pub rate: f64,
     pub streams: usize,
+    /// Most reports per message (the driver's `--batch`): 1 is
+    /// `StreamReports`, more is `StreamReportBatches`.
+    pub batch: usize,
+    /// How long a batch waits for more after its first report.
+    pub linger: Duration,
     pub duration: Duration,
     /// WatchOccupancy subscribers measuring freshness.
     pub watchers: usize,
@@ -42,6 +47,11 @@ pub struct Probe {
     pub mode: String,
     pub rate: f64,
     pub streams: usize,
+    /// Most reports per message (1: one report per message).
+    pub batch: usize,
+    /// Reports per message actually sent: a stream sends what is queued,
+    /// so batches are often smaller than `batch`.
+    pub mean_batch: f64,
     /// Sustained: every report acked, generator on schedule, freshness p99
     /// under the bound, aggregator backlog bounded.
     pub passed: bool,
@@ -127,6 +137,8 @@ pub async fn run(plan: &ProbePlan) -> anyhow::Result<Probe> {
         mode: plan.mode.to_owned(),
         rate: plan.rate,
         streams: plan.streams,
+        batch: plan.batch,
+        mean_batch: summary.mean_batch(),
         passed: why.is_empty(),
         why,
         achieved_rate: summary.achieved_rate,
@@ -159,6 +171,11 @@ fn driver_flags(plan: &ProbePlan, target: &str) -> Vec<String> {
         ("--rate", format!("{:.0}", plan.rate)),
         ("--duration", format!("{}ms", plan.duration.as_millis())),
         ("--streams", plan.streams.to_string()),
+        ("--batch", plan.batch.to_string()),
+        (
+            "--linger",
+            format!("{}ms", plan.linger.as_secs_f64() * 1000.0),
+        ),
         ("--watchers", plan.watchers.to_string()),
         ("--watch-trips", "3".to_owned()),
         ("--query-rate", plan.query_rate.to_string()),

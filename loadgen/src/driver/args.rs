@@ -11,6 +11,7 @@ use serde::{Serialize, Serializer};
 use super::arrivals::{Schedule, parse_duration};
 use super::assert::Thresholds;
 use super::source::ScenarioName;
+use super::streams::MAX_BATCH;
 
 /// Offered rate when neither `--rate` nor `--schedule` is given.
 const DEFAULT_RATE: f64 = 1000.0;
@@ -36,9 +37,21 @@ pub struct RunArgs {
     #[arg(long, value_parser = parse_duration)]
     #[serde(serialize_with = "secs_opt")]
     pub duration: Option<Duration>,
-    /// Concurrent StreamReports streams.
+    /// Concurrent report streams.
     #[arg(long, default_value_t = 100)]
     pub streams: usize,
+    /// Most reports per message: 1 sends each report on its own over
+    /// StreamReports; more uses StreamReportBatches, each stream sending
+    /// what is queued for it at once (never waiting to fill a batch), as a
+    /// relay would. At most 500.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// With --batch above 1: how long a batch waits after its first report
+    /// for more (e.g. 1ms), as a relay lingers to send fuller batches; 0
+    /// sends what is queued at once.
+    #[arg(long, default_value = "0ms", value_parser = parse_duration)]
+    #[serde(serialize_with = "secs")]
+    pub linger: Duration,
     /// HTTP/2 connections the streams share; 0 = one per 100 streams.
     #[arg(long, default_value_t = 0)]
     pub connections: usize,
@@ -139,6 +152,11 @@ impl RunArgs {
         anyhow::ensure!(!duration.is_zero(), "--duration must be longer than 0");
         anyhow::ensure!(self.streams > 0, "--streams must be at least 1");
         anyhow::ensure!(
+            (1..=MAX_BATCH).contains(&self.batch),
+            "--batch must be from 1 to {MAX_BATCH} (got {})",
+            self.batch
+        );
+        anyhow::ensure!(
             self.sim_speed.is_finite() && self.sim_speed > 0.0,
             "--sim-speed must be greater than 0 (got {})",
             self.sim_speed
@@ -224,6 +242,21 @@ mod tests {
         }
         let args = RunArgs::from_flags(["--streams", "0"]).unwrap();
         assert!(args.plan().is_err());
+    }
+
+    #[test]
+    fn batch_defaults_to_one_report_per_message_and_is_bounded() {
+        let args = RunArgs::from_flags(["--target", "http://127.0.0.1:1"]).unwrap();
+        assert_eq!(args.batch, 1);
+        let args = RunArgs::from_flags(["--batch", "64"]).unwrap();
+        assert_eq!(args.batch, 64);
+        assert!(args.plan().is_ok());
+        assert_eq!(serde_json::to_value(&args).unwrap()["batch"], 64);
+        for batch in ["0", "501"] {
+            let args = RunArgs::from_flags(["--batch", batch]).unwrap();
+            let error = format!("{:#}", args.plan().unwrap_err());
+            assert!(error.contains("--batch must be from 1 to 500"), "{error}");
+        }
     }
 
     #[test]

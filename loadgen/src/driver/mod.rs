@@ -1,7 +1,8 @@
 //! The open-loop load driver behind `loadgen run`.
 //!
 //! A generator follows a Poisson arrival schedule, takes each report from
-//! the rider simulator and hands it to one of many `StreamReports` streams;
+//! the rider simulator and hands it to one of many `StreamReports` streams
+//! (`StreamReportBatches` with `--batch`, see [`streams`]);
 //! latencies are measured from each report's intended send time, so a slow
 //! server cannot hide behind a slowed-down generator. Watchers measure how
 //! fresh live updates are, a query generator measures `GetOccupancy`, and
@@ -93,6 +94,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<RunSummary> {
         ready.push(opened_rx);
         streams.push(streams::spawn(
             channel(i),
+            streams::Batching {
+                most: args.batch,
+                linger: args.linger,
+            },
             rx,
             opened,
             freshness.clone(),
@@ -109,8 +114,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<RunSummary> {
     {
         stop.cancel();
         anyhow::bail!(
-            "{} StreamReports streams did not all open within {:?}; errors: {:?}",
+            "{} {} streams did not all open within {:?}; errors: {:?}",
             args.streams,
+            if args.batch > 1 {
+                "StreamReportBatches"
+            } else {
+                "StreamReports"
+            },
             args.connect_timeout,
             stats.stream_errors.snapshot()
         );
@@ -143,7 +153,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<RunSummary> {
             start,
         };
         helpers.push(queries::spawn(
-            channel(1),
+            &args.target,
+            args.connect_timeout,
             running.clone(),
             plan,
             stats.clone(),
@@ -235,6 +246,7 @@ fn summarize(
         offered_rate: plan.schedule.expected_count(plan.duration) / secs,
         achieved_rate: acks as f64 / secs,
         sent: stats.sent.get(),
+        messages: stats.messages.get(),
         no_report: stats.no_report.get(),
         accepted: stats.accepted.get(),
         duplicate: stats.duplicate.get(),

@@ -134,6 +134,9 @@ impl Counter {
 pub struct Stats {
     /// Reports handed to a stream by the generator.
     pub sent: Counter,
+    /// Messages the streams sent: one per report on `StreamReports`, one
+    /// per batch on `StreamReportBatches`.
+    pub messages: Counter,
     /// Arrivals for which the simulator had no rider to report (no train
     /// running at that simulated time).
     pub no_report: Counter,
@@ -148,7 +151,7 @@ pub struct Stats {
     /// Acks that did not match the oldest report in flight on their stream.
     pub out_of_order_acks: Counter,
     pub reject_reasons: Tally,
-    /// Failed or ended-early `StreamReports` calls, by gRPC code.
+    /// Failed or ended-early report streams, by gRPC code.
     pub stream_errors: Tally,
     /// Intended send time to ack, any status.
     pub ack_latency: Latency,

@@ -29,6 +29,9 @@ pub struct RunSummary {
     /// Acks received per second of sending phase.
     pub achieved_rate: f64,
     pub sent: u64,
+    /// Report messages sent: batches with `--batch` above 1, else one per
+    /// report; `sent / messages` is the mean batch.
+    pub messages: u64,
     /// Arrivals skipped because no simulated train was running.
     pub no_report: u64,
     pub accepted: u64,
@@ -38,7 +41,7 @@ pub struct RunSummary {
     pub out_of_order_acks: u64,
     /// Rejections by reason, numbers blanked (`observed_at: #h in the past`).
     pub rejected_by_reason: BTreeMap<String, u64>,
-    /// Failed `StreamReports` calls by gRPC code.
+    /// Failed report streams by gRPC code.
     pub stream_errors: BTreeMap<String, u64>,
     /// Intended send time to ack.
     pub ack_latency: LatencySummary,
@@ -77,6 +80,15 @@ impl RunSummary {
         1.0 - self.accepted as f64 / self.sent as f64
     }
 
+    /// Reports per message sent (1 on `StreamReports`); 0 when nothing
+    /// was sent.
+    pub fn mean_batch(&self) -> f64 {
+        if self.messages == 0 {
+            return 0.0;
+        }
+        self.sent as f64 / self.messages as f64
+    }
+
     /// Stream, watch and query errors together.
     pub fn error_count(&self) -> u64 {
         [&self.stream_errors, &self.watch_errors, &self.query_errors]
@@ -103,6 +115,7 @@ impl RunSummary {
             offered_rate: 0.0,
             achieved_rate: 0.0,
             sent: 0,
+            messages: 0,
             no_report: 0,
             accepted: 0,
             duplicate: 0,
@@ -145,6 +158,14 @@ impl fmt::Display for RunSummary {
             "  acks      accepted {}  duplicate {}  rejected {}  unacked {}  out-of-order {}",
             self.accepted, self.duplicate, self.rejected, self.unacked, self.out_of_order_acks
         )?;
+        if self.messages > 0 && self.messages != self.sent {
+            writeln!(
+                f,
+                "  batches   {}  mean {:.1} reports per batch",
+                self.messages,
+                self.mean_batch()
+            )?;
+        }
         write_counts(f, "  rejected  ", &self.rejected_by_reason)?;
         write_counts(f, "  stream err", &self.stream_errors)?;
         writeln!(

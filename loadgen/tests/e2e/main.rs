@@ -2,6 +2,7 @@
 //! socket, the real aggregator.
 
 mod aggregation;
+mod batches;
 mod feed;
 mod helpers;
 mod ingest;
