@@ -82,8 +82,7 @@ pub struct Simulation {
     on_board: Vec<u64>,
     /// Until when `on_board` holds: the next arrival of a running train at
     /// a stop, where its load changes. Recomputing it for every report
-    /// found every train's place in its timetable, a sixth of the load
-    /// generator's CPU at 75,000 reports/s.
+    /// looked up every running train's place in its timetable.
     on_board_until: Option<NaiveDateTime>,
     /// Reports made so far: makes every report id unique.
     reports: u64,
