@@ -45,6 +45,7 @@ pub mod operator;
 pub mod queries;
 pub mod ratelimit;
 pub mod rejects;
+pub mod rpc_timer;
 pub mod schedule;
 pub mod store;
 pub mod telemetry;

@@ -170,6 +170,7 @@ pub async fn run(
         .http2_keepalive_interval(Some(Duration::from_secs(config.keepalive_secs.max(1))))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .max_concurrent_streams(Some(config.max_concurrent_streams))
+        .layer(crate::rpc_timer::RpcTimerLayer)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(

@@ -10,6 +10,7 @@
 //! | `crowd_server_reports_duplicate_total` | counter | reports answered DUPLICATE |
 //! | `crowd_server_reports_failed_total` | counter | admitted reports whose write failed (the client retries) |
 //! | `crowd_server_ack_seconds` | histogram | arrival of a report to its ACCEPTED ack |
+//! | `crowd_server_rpc_seconds{method}` | histogram | a gRPC call reaching its service to its response being ready (streams: being opened), by method ([`crate::rpc_timer`]) |
 //! | `crowd_server_write_batch_size` | histogram | reports per XADD pipeline |
 //! | `crowd_server_write_batch_seconds` | histogram | time of one XADD pipeline |
 //! | `crowd_server_write_queue_depth` | gauge | reports waiting for a writer |
@@ -90,6 +91,11 @@ const LATER: &[(&str, Kind, &str)] = &[
         "crowd_server_ack_seconds",
         Kind::Histogram,
         "Arrival of a report to its ACCEPTED ack.",
+    ),
+    (
+        crate::rpc_timer::SERIES,
+        Kind::Histogram,
+        "A gRPC call reaching its service to its response being ready (streams: being opened), by method.",
     ),
     (
         "crowd_server_write_batch_size",
