@@ -367,8 +367,21 @@ async fn run_phase(phase: Phase, args: &BenchArgs, settings: &Settings) -> anyho
             }
         }
         Phase::HalfLoad => {
-            let probe = probe::run(&half_load_plan(args.start_rate, args, settings)).await?;
+            let plan = half_load_plan(args.start_rate, args, settings);
+            let probe = probe::run(&plan).await?;
             log_probe(&probe);
+            let reports = probe.achieved_rate * plan.duration.as_secs_f64();
+            let per_report = |cpu: Option<f64>| {
+                cpu.filter(|_| reports > 0.0)
+                    .map_or("n/a".to_owned(), |s| format!("{:.1}", s / reports * 1e6))
+            };
+            eprintln!(
+                "bench:   CPU per report: server {} µs, aggregator {} µs, load generator {} µs, Redis {} µs",
+                per_report(probe.server_cpu_secs),
+                per_report(probe.aggregator_cpu_secs),
+                per_report(probe.process_cpu_secs),
+                per_report(probe.redis_cpu_secs)
+            );
             eprintln!(
                 "bench:   GetOccupancy p50 {:.2} ms, p99 {:.2} ms",
                 probe.query_p50_ms, probe.query_p99_ms

@@ -92,15 +92,16 @@ async fn metrics_expose_the_documented_series_after_traffic() {
         text.contains("crowd_server_reports_rejected_total{reason=\"carriage_sequence\"}"),
         "{text}"
     );
-    // Every call is timed, by method: the two reports and the watch.
-    for method in ["SubmitReport", "WatchOccupancy"] {
+    // Every call is timed, by method: the two reports and the watch (at
+    // least: the registry is the test process's, shared with other tests).
+    for (method, made) in [("SubmitReport", 2), ("WatchOccupancy", 1)] {
         let count = format!("crowd_server_rpc_seconds_count{{method=\"{method}\"}}");
         let calls = series(&text, "crowd_server_rpc_seconds_count")
             .into_iter()
             .find_map(|l| l.strip_prefix(count.as_str()))
             .unwrap_or_else(|| panic!("{count} missing:\n{text}"));
-        let expected = if method == "SubmitReport" { 2 } else { 1 };
-        assert_eq!(calls.trim().parse::<u64>(), Ok(expected), "{count}");
+        let calls: u64 = calls.trim().parse().expect("a count");
+        assert!(calls >= made, "{count} {calls}, made {made}");
     }
 
     // The aggregator's own endpoint, with its lag per partition.
