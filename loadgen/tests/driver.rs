@@ -6,6 +6,27 @@ use std::time::{Duration, Instant};
 use crowd_loadgen::driver::{self, RunArgs};
 use crowd_loadgen::stack::{Stack, StackOptions};
 
+/// A short honest run against `target` that must pass cleanly (no error,
+/// a lenient load-generator lag on a shared machine), with `flags` on top.
+fn honest_run(target: &str, flags: &[&str]) -> RunArgs {
+    let common = [
+        "--target",
+        target,
+        "--scenario",
+        "honest",
+        "--sim-start",
+        "08:00",
+        "--quiet",
+        "--max-late-fraction",
+        "0.05",
+        "--max-lag-p99-ms",
+        "200",
+        "--max-errors",
+        "0",
+    ];
+    RunArgs::from_flags(common.iter().chain(flags)).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_run_is_acked_fresh_queried_scored_and_written() {
     let stack = Stack::start(StackOptions::default()).await.unwrap();
@@ -13,36 +34,25 @@ async fn a_small_run_is_acked_fresh_queried_scored_and_written() {
     let json = dir.path().join("run.json");
     let target = stack.grpc_url();
     let json_arg = json.display().to_string();
-    let args = RunArgs::from_flags([
-        "--target",
-        target.as_str(),
-        "--rate",
-        "200",
-        "--duration",
-        "3s",
-        "--streams",
-        "50",
-        "--watchers",
-        "2",
-        "--query-rate",
-        "20",
-        "--score-every",
-        "1s",
-        "--scenario",
-        "honest",
-        "--sim-start",
-        "08:00",
-        "--quiet",
-        "--json",
-        json_arg.as_str(),
-        "--max-late-fraction",
-        "0.05",
-        "--max-lag-p99-ms",
-        "200",
-        "--max-errors",
-        "0",
-    ])
-    .unwrap();
+    let args = honest_run(
+        &target,
+        &[
+            "--rate",
+            "200",
+            "--duration",
+            "3s",
+            "--streams",
+            "50",
+            "--watchers",
+            "2",
+            "--query-rate",
+            "20",
+            "--score-every",
+            "1s",
+            "--json",
+            json_arg.as_str(),
+        ],
+    );
     let summary = driver::run(args).await.unwrap();
     stack.shutdown().await.unwrap();
     println!("{summary}");
@@ -72,6 +82,57 @@ async fn a_small_run_is_acked_fresh_queried_scored_and_written() {
     assert_eq!(written["config"]["streams"], 50);
     assert_eq!(written["version"], env!("CARGO_PKG_VERSION"));
     assert!(written["ack_latency"]["p99_ms"].as_f64().unwrap() > 0.0);
+}
+
+/// The same with `--batch`: the same accounting, every report accepted,
+/// acked once and timed, over fewer messages than reports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batched_driver_run_is_acked_and_counted_like_a_single_one() {
+    let stack = Stack::start(StackOptions::default()).await.unwrap();
+    let target = stack.grpc_url();
+    let args = honest_run(
+        &target,
+        &[
+            "--rate",
+            "300",
+            "--duration",
+            "2s",
+            "--streams",
+            "2",
+            "--batch",
+            "32",
+            "--watchers",
+            "1",
+            "--score-every",
+            "0",
+        ],
+    );
+    let summary = driver::run(args).await.unwrap();
+    stack.shutdown().await.unwrap();
+    println!("{summary}");
+
+    assert!(summary.valid, "{:?}", summary.invalid_reasons);
+    assert!(summary.sent > 300, "sent only {}", summary.sent);
+    assert_eq!(summary.accepted, summary.sent, "{summary}");
+    assert_eq!(summary.rejected + summary.duplicate + summary.unacked, 0);
+    assert_eq!(summary.out_of_order_acks, 0, "{summary}");
+    assert!(
+        summary.stream_errors.is_empty(),
+        "{:?}",
+        summary.stream_errors
+    );
+    assert_eq!(summary.ack_latency.count, summary.sent);
+    assert!(
+        summary.messages > 0 && summary.messages <= summary.sent,
+        "{} messages for {} reports",
+        summary.messages,
+        summary.sent
+    );
+    assert_eq!(summary.config["batch"], 32);
+    assert!(
+        summary.freshness.count > 0,
+        "no freshness sample: {summary}"
+    );
 }
 
 #[tokio::test]

@@ -46,7 +46,7 @@ use crowd_proto::pb::v1::{
 };
 use crowd_proto::validate::{Limits, validate_report};
 
-use crate::acks::{self, AckBatch, AckSender, AckStream};
+use crate::acks::{self, AckBatch, AckItem, AckSender, AckStream};
 use crate::audience::Audience;
 use crate::contributions::{self, Contributions};
 use crate::dedup::RecentIds;
@@ -384,7 +384,7 @@ impl Inner {
     /// ends it, or shutdown drains it. `admit` turns each request message
     /// into the number of reports it holds and the future of its response
     /// messages; at most `max_inflight` reports await their acks at once.
-    async fn pump<M, T, F>(
+    async fn pump<M, T, F, I>(
         self: Arc<Self>,
         mut inbound: Streaming<M>,
         tx: AckSender<T>,
@@ -392,7 +392,8 @@ impl Inner {
     ) where
         M: prost::Message + Default + Send + 'static,
         T: Send + 'static,
-        F: Future<Output = AckBatch<T>> + Send + 'static,
+        F: Future<Output = I> + Send + 'static,
+        I: IntoIterator<Item = AckItem<T>> + Send + 'static,
     {
         let mut pending = FuturesOrdered::new();
         // Reports of each pending message, oldest first, and their sum.
@@ -482,7 +483,7 @@ impl Inner {
 /// number of messages they answer; waits for the first.
 async fn ready_acks<F, T>(pending: &mut FuturesOrdered<F>) -> (usize, AckBatch<T>)
 where
-    F: Future<Output = AckBatch<T>>,
+    F: Future<Output: IntoIterator<Item = AckItem<T>>>,
 {
     std::future::poll_fn(|cx| {
         let mut batch = AckBatch::new();
@@ -516,7 +517,7 @@ fn ack(report_id: &str, status: AckStatus, reason: String) -> ReportAck {
 impl Ingest {
     /// Opens a report stream under the open-stream cap and starts its pump
     /// (see [`Inner::pump`] for `admit`).
-    fn open_stream<M, T, F>(
+    fn open_stream<M, T, F, I>(
         &self,
         request: Request<Streaming<M>>,
         admit: impl Fn(&Arc<Inner>, M, Option<SocketAddr>) -> (usize, F) + Send + 'static,
@@ -524,7 +525,8 @@ impl Ingest {
     where
         M: prost::Message + Default + Send + 'static,
         T: Send + 'static,
-        F: Future<Output = AckBatch<T>> + Send + 'static,
+        F: Future<Output = I> + Send + 'static,
+        I: IntoIterator<Item = AckItem<T>> + Send + 'static,
     {
         if self.inner.shutdown.is_cancelled() {
             return Err(StoreError::ShuttingDown.into());
@@ -554,7 +556,10 @@ impl ReportService for Ingest {
         self.open_stream(request, |inner, raw, reporter| {
             let admission = inner.admit(&raw, reporter);
             let inner = inner.clone();
-            (1, async move { vec![inner.settle(admission).await] })
+            (
+                1,
+                async move { std::iter::once(inner.settle(admission).await) },
+            )
         })
     }
 

@@ -278,14 +278,6 @@ pub struct Batching {
     pub linger: Duration,
 }
 
-impl Batching {
-    /// One report per message, over `StreamReports`.
-    pub const SINGLE: Batching = Batching {
-        most: 1,
-        linger: Duration::ZERO,
-    };
-}
-
 /// A batch being gathered: kept outside [`next_batch`]'s future so that
 /// nothing gathered is lost when the wait is cancelled (by an ack arriving).
 #[derive(Debug)]

@@ -8,7 +8,6 @@ use std::time::Duration;
 use crowd_loadgen::driver::stats::Stats;
 use crowd_loadgen::driver::streams::{self, Outgoing};
 use crowd_loadgen::driver::watchers::Freshness;
-use crowd_loadgen::driver::{self, RunArgs};
 use crowd_proto::pb::v1::CrowdingLevel;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -91,67 +90,4 @@ async fn a_batched_stream_has_every_report_accepted_and_counted() {
     assert_eq!(stats.ack_latency.summary().count, QUEUED as u64);
     // Everything was queued at once: 64, 64, 64, 64, 44.
     assert_eq!(stats.messages.get(), QUEUED.div_ceil(BATCH) as u64);
-}
-
-/// The whole driver with `--batch`: the same accounting as the single
-/// mode's run (`tests/driver.rs`), every report accepted, acked once and
-/// timed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batched_driver_run_is_acked_and_counted_like_a_single_one() {
-    let stack = start_stack().await;
-    let target = stack.grpc_url();
-    let args = RunArgs::from_flags([
-        "--target",
-        target.as_str(),
-        "--rate",
-        "300",
-        "--duration",
-        "2s",
-        "--streams",
-        "2",
-        "--batch",
-        "32",
-        "--watchers",
-        "1",
-        "--score-every",
-        "0",
-        "--scenario",
-        "honest",
-        "--sim-start",
-        "08:00",
-        "--quiet",
-        "--max-late-fraction",
-        "0.05",
-        "--max-lag-p99-ms",
-        "200",
-        "--max-errors",
-        "0",
-    ])
-    .unwrap();
-    let summary = driver::run(args).await.unwrap();
-    stack.shutdown().await.unwrap();
-    println!("{summary}");
-
-    assert!(summary.valid, "{:?}", summary.invalid_reasons);
-    assert!(summary.sent > 300, "sent only {}", summary.sent);
-    assert_eq!(summary.accepted, summary.sent, "{summary}");
-    assert_eq!(summary.rejected + summary.duplicate + summary.unacked, 0);
-    assert_eq!(summary.out_of_order_acks, 0, "{summary}");
-    assert!(
-        summary.stream_errors.is_empty(),
-        "{:?}",
-        summary.stream_errors
-    );
-    assert_eq!(summary.ack_latency.count, summary.sent);
-    assert!(
-        summary.messages > 0 && summary.messages <= summary.sent,
-        "{} messages for {} reports",
-        summary.messages,
-        summary.sent
-    );
-    assert_eq!(summary.config["batch"], 32);
-    assert!(
-        summary.freshness.count > 0,
-        "no freshness sample: {summary}"
-    );
 }
