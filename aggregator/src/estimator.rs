@@ -51,9 +51,17 @@
 //!   than two levels off the train's median left out), the train the mean
 //!   of its cars, which is what its level is defined by. A median of
 //!   riders' levels is not the level of a mean, and riders crowd the fuller
-//!   cars. That mean is published only when it has the same level without
-//!   the single most influential device and without newcomers that are
-//!   many (or a burst); otherwise the weighted median stands.
+//!   cars. That mean is published only when it is within one level of
+//!   the same mean without the single most influential device and without
+//!   newcomers that are many (or a burst); otherwise the weighted median
+//!   stands.
+//! - **The trains ahead** ([`crate::profile`], [`estimate_given`]): a
+//!   train's load only changes at stops, and the train a few minutes ahead
+//!   on the same stretch carried much the same crowd. Their percentage is
+//!   averaged with the riders' by the inverse of each one's variance
+//!   ([`ahead`]), so a train whose riders spoke since its latest stop goes
+//!   by them, and one whose reports predate that stop (and so weigh
+//!   little) mostly by the trains ahead.
 //! - **The percentage** is the weighted mean of the percentages within one
 //!   level of the median (the typical percentage of the level when a rider
 //!   gave none): the far-off ones (liars, spammers) would drag a plain mean.
@@ -259,9 +267,19 @@ pub fn apply_assessed(
 pub fn prune(state: &mut TrainState, now_ms: i64, params: &Params) {
     let oldest = now_ms.saturating_sub(params.window_ms);
     state.observations.retain(|o| o.observed_at_ms >= oldest);
-    // A stop first seen before the window splits no report that counts.
-    state.stops_seen.retain(|s| s.first_seen_ms >= oldest);
+    // A stop first seen before the window splits no report that counts,
+    // but the latest two still say which stretch the train is on
+    // ([`stretch`]); the list is newest first.
+    let mut kept = 0;
+    state.stops_seen.retain(|s| {
+        kept += 1;
+        kept <= STRETCH_STOPS || s.first_seen_ms >= oldest
+    });
 }
+
+/// Stops kept however old: the two that name the stretch the train is on
+/// ([`stretch`]).
+const STRETCH_STOPS: usize = 2;
 
 /// Stops remembered per train: a window holds a few stops at most.
 pub const MAX_STOPS_SEEN: usize = 8;
@@ -311,16 +329,45 @@ fn remember_stop(state: &mut TrainState, report: &StoredReport, params: &Params)
 }
 
 /// The estimate of a train at `now_ms`, or `None` when no report counts.
-// The estimate leaves the fields the worker fills to their defaults, so a
-// new such field needs no change here (the update is empty until one is
-// added).
-#[allow(clippy::needless_update)]
 pub fn estimate(
     state: &TrainState,
     now_ms: i64,
     params: &Params,
     trust: &impl Trust,
 ) -> Option<OccupancyEstimate> {
+    estimate_given(state, now_ms, params, trust, None).map(|e| e.published)
+}
+
+/// A train's estimate, with what its stretch's profile keeps of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Estimate {
+    /// What is published.
+    pub published: OccupancyEstimate,
+    /// The riders' own percentage for the whole train, when some reported
+    /// since the train's latest stop: what the trains behind may go by
+    /// ([`crate::profile`]). It never includes the prior.
+    pub since_stop: Option<f64>,
+}
+
+/// The estimate of a train at `now_ms` given `ahead`, what the trains ahead
+/// of it on its stretch said ([`crate::profile::Cell::prior`]), or `None`
+/// when no report counts.
+///
+/// The riders' percentage for the whole train and `ahead` are averaged by
+/// the inverse of their variances ([`ahead`]): a train whose riders spoke
+/// since its latest stop goes mostly by them, one whose reports are from
+/// before it mostly by the trains ahead.
+// The estimate leaves the fields the worker fills to their defaults, so a
+// new such field needs no change here (the update is empty until one is
+// added).
+#[allow(clippy::needless_update)]
+pub fn estimate_given(
+    state: &TrainState,
+    now_ms: i64,
+    params: &Params,
+    trust: &impl Trust,
+    ahead: Option<f64>,
+) -> Option<Estimate> {
     let burst = burst::burst_devices(&state.observations, params.half_life_ms);
     let clock = Clock::new(now_ms, params, state);
     let votes: Vec<Vote<'_>> = state
@@ -364,6 +411,15 @@ pub fn estimate(
     let device_votes: Vec<(&Vote<'_>, f64)> =
         per_device.iter().map(|v| (*v, burst_factor(v))).collect();
     let train = cars::train_from_cars(&device_votes, scale, train);
+    let since_stop = (!clock.stops.is_empty()
+        && per_device
+            .iter()
+            .any(|v| clock.stops_since(v.obs.observed_at_ms) == 0))
+    .then_some(train.pct);
+    let train = match ahead {
+        Some(p) => ahead::blend(train, p),
+        None => train,
+    };
     let cars = car_summaries
         .into_iter()
         .map(|(car, s)| CarEstimate {
@@ -386,7 +442,7 @@ pub fn estimate(
             accuracy_m: p.accuracy_m,
         });
 
-    Some(OccupancyEstimate {
+    let published = OccupancyEstimate {
         trip: Some(TripRef {
             trip_id: state.trip_id.clone(),
             start_date: state.start_date.clone(),
@@ -404,7 +460,29 @@ pub fn estimate(
         // Anything else (e.g. the comparison with the route's usual
         // occupancy) is not the estimator's to know: the worker fills it.
         ..OccupancyEstimate::default()
+    };
+    Some(Estimate {
+        published,
+        since_stop,
     })
+}
+
+/// The stretch of line the train is on at `now_ms`: its latest two stops
+/// seen by then ([`crate::profile::Stretch`]).
+pub fn stretch(state: &TrainState, now_ms: i64) -> Option<crate::profile::Stretch> {
+    let mut seen: Vec<&StopSeen> = state
+        .stops_seen
+        .iter()
+        .filter(|s| s.first_seen_ms <= now_ms)
+        .collect();
+    seen.sort_unstable_by_key(|s| (std::cmp::Reverse(s.first_seen_ms), s.stop));
+    match seen[..] {
+        [latest, previous, ..] => Some(crate::profile::Stretch {
+            previous: previous.stop,
+            latest: latest.stop,
+        }),
+        _ => None,
+    }
 }
 
 /// What the other riders of a train agree on.
@@ -925,6 +1003,7 @@ fn summarize<'v, 'a: 'v>(
     })
 }
 
+mod ahead;
 pub mod burst;
 mod cars;
 pub mod confidence;

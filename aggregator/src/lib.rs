@@ -23,6 +23,7 @@ pub mod config;
 pub mod error;
 pub mod estimator;
 pub mod plausibility;
+pub mod profile;
 pub mod reputation;
 pub mod state_codec;
 
@@ -36,6 +37,7 @@ mod exposition;
 mod lease;
 mod membership;
 mod partition;
+mod profile_store;
 mod reputation_store;
 mod stream;
 mod telemetry;

@@ -31,6 +31,8 @@ use crate::membership::Membership;
 use crate::partition::{Partition, Phase, Train};
 use crate::plausibility;
 use crate::plausibility::devices::DeviceTracker;
+use crate::profile::Profiles;
+use crate::profile_store;
 use crate::reputation::{Reputation, Verdict, judge, judge_on};
 use crate::reputation_store::ReputationStore;
 use crate::state_codec;
@@ -46,6 +48,9 @@ const READ_GRACE: Duration = Duration::from_secs(5);
 /// batches of up to 16,384 reports (and commit scripts up to four times
 /// the size of one read's).
 const BACKLOG_READS: usize = 4;
+/// How often route baselines and stretch profiles are written back (and
+/// their routes read again, with the other aggregators' updates).
+const ROUTE_FLUSH_INTERVAL: Duration = crate::baseline_store::FLUSH_INTERVAL;
 
 /// Why a cycle did not complete.
 #[derive(Debug)]
@@ -96,7 +101,10 @@ pub(crate) struct Worker {
     next_refresh_at: Instant,
     /// The usual occupancy of the routes published, to compare estimates with.
     baselines: Baselines,
-    next_baseline_flush_at: Instant,
+    /// What the trains ahead said on the stretches of those routes.
+    profiles: Profiles,
+    /// When baselines and profiles are next written back.
+    next_route_flush_at: Instant,
     backoff: Backoff,
 }
 
@@ -150,7 +158,8 @@ impl Worker {
             next_sweep_at: now,
             next_refresh_at: now,
             baselines: Baselines::new(utc_offset_secs),
-            next_baseline_flush_at: now + crate::baseline_store::FLUSH_INTERVAL,
+            profiles: Profiles::default(),
+            next_route_flush_at: now + ROUTE_FLUSH_INTERVAL,
             backoff,
         }))
     }
@@ -349,7 +358,7 @@ impl Worker {
             }
         }
         self.share_reputation().await;
-        self.flush_baselines().await;
+        self.flush_routes().await;
         match first_error {
             Some(e) => Err(CycleError::Redis(e)),
             None => Ok(()),
@@ -522,34 +531,48 @@ impl Worker {
         }
     }
 
-    /// Reads the baselines of the routes of partition `k`'s `trains` not in
-    /// memory. Soft state: on failure their estimates say nothing about the
-    /// usual for now, and they are read again next time.
-    async fn load_baselines(&mut self, k: u16, trains: &BTreeSet<String>) {
+    /// Reads the baselines and stretch profiles of the routes of partition
+    /// `k`'s `trains` not in memory. Soft state: on failure their estimates
+    /// say nothing about the usual and go without the trains ahead for
+    /// now, and they are read again next time.
+    async fn load_routes(&mut self, k: u16, trains: &BTreeSet<String>) {
         let Some(partition) = self.owned.get(&k) else {
             return;
         };
-        let routes = trains
+        let routes: BTreeSet<&str> = trains
             .iter()
             .filter_map(|key| partition.trains.get(key))
-            .map(|t| t.state.route_id.as_str());
-        let loaded = self.baselines.load(&mut self.cmd, routes).await;
-        if let Err(e) = loaded {
+            .map(|t| t.state.route_id.as_str())
+            .collect();
+        if let Err(e) = self
+            .baselines
+            .load(&mut self.cmd, routes.iter().copied())
+            .await
+        {
             metrics::counter!(telemetry::REDIS_ERRORS).increment(1);
             tracing::warn!(error = %e, "cannot read route baselines");
         }
+        let loaded = profile_store::load(&mut self.profiles, &mut self.cmd, routes).await;
+        if let Err(e) = loaded {
+            metrics::counter!(telemetry::REDIS_ERRORS).increment(1);
+            tracing::warn!(error = %e, "cannot read stretch profiles");
+        }
     }
 
-    /// Writes the baselines' changed cells back, every
-    /// [`FLUSH_INTERVAL`](crate::baseline_store::FLUSH_INTERVAL) (best effort).
-    async fn flush_baselines(&mut self) {
-        if Instant::now() < self.next_baseline_flush_at {
+    /// Writes the baselines' and profiles' changed cells back, every
+    /// [`ROUTE_FLUSH_INTERVAL`] (best effort).
+    async fn flush_routes(&mut self) {
+        if Instant::now() < self.next_route_flush_at {
             return;
         }
-        self.next_baseline_flush_at = Instant::now() + crate::baseline_store::FLUSH_INTERVAL;
+        self.next_route_flush_at = Instant::now() + ROUTE_FLUSH_INTERVAL;
         if let Err(e) = self.baselines.flush(&mut self.cmd).await {
             metrics::counter!(telemetry::REDIS_ERRORS).increment(1);
             tracing::warn!(error = %e, "cannot write route baselines");
+        }
+        if let Err(e) = profile_store::flush(&mut self.profiles, &mut self.cmd).await {
+            metrics::counter!(telemetry::REDIS_ERRORS).increment(1);
+            tracing::warn!(error = %e, "cannot write stretch profiles");
         }
     }
 
@@ -630,7 +653,7 @@ impl Worker {
         acks: &[String],
         now: i64,
     ) -> Result<(), redis::RedisError> {
-        self.load_baselines(k, touched).await;
+        self.load_routes(k, touched).await;
         let Some(partition) = self.owned.get_mut(&k) else {
             return Ok(());
         };
@@ -642,7 +665,8 @@ impl Worker {
             };
             estimator::prune(&mut train.state, now, &self.params);
             let mut estimate =
-                estimator::estimate(&train.state, now, &self.params, &self.reputation);
+                self.profiles
+                    .estimate(&train.state, now, &self.params, &self.reputation);
             if let Some(e) = estimate.as_mut() {
                 e.usual_comparison = self.baselines.judge(e, now, &mut train.memo) as i32;
             }
@@ -921,8 +945,8 @@ impl Worker {
 
     /// Hands our partitions over at shutdown instead of letting leases lapse.
     async fn release_all(&mut self) {
-        self.next_baseline_flush_at = Instant::now();
-        self.flush_baselines().await;
+        self.next_route_flush_at = Instant::now();
+        self.flush_routes().await;
         if let Err(e) = self.membership.leave(&mut self.cmd).await {
             tracing::warn!(error = %e, "cannot leave the fleet; the entry will lapse");
         }

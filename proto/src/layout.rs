@@ -19,6 +19,7 @@
 //! | `crowd:{k}:lease` | string | aggregator | owner token of partition k (fencing) |
 //! | `crowd:{k}:fence` | counter | aggregator | source of monotonically rising lease tokens |
 //! | `crowd:baseline:<route>` | hash | aggregator | usual occupancy by hour of the week (field: hour, value: `BaselineCell`) |
+//! | `crowd:profile:<route>` | hash | aggregator | what the trains ahead said on each stretch of the route (field: stretch, 16 hex digits; value: `ProfileCell`), expiring [`PROFILE_TTL_SECS`] after its last write |
 //! | `crowd:reputation` | hash | aggregator | device trust scores (field: device hash, hex) |
 //! | `crowd:aggregators` | zset | aggregator | live aggregators (member: instance id, score: expiry ms) |
 //! | `crowd:audience:servers` | zset | server | servers sharing their viewer counts, by last exchange (ms) |
@@ -50,6 +51,15 @@ pub const REPUTATION: &str = "crowd:reputation";
 pub fn baseline(route_id: &str) -> String {
     format!("crowd:baseline:{route_id}")
 }
+/// What the latest trains said on each stretch of a route: a hash (field:
+/// the stretch, value: an encoded `ProfileCell`), soft state shared by all
+/// aggregators.
+pub fn profile(route_id: &str) -> String {
+    format!("crowd:profile:{route_id}")
+}
+/// A route's profile goes when no train has recorded into it for this
+/// long: its cells only speak for half an hour anyway.
+pub const PROFILE_TTL_SECS: u64 = 6 * 3600;
 /// Live aggregators, so each knows its share of the partitions (member: the
 /// instance id, score: when its announcement expires, ms).
 pub const AGGREGATORS: &str = "crowd:aggregators";

@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
 use crowd_aggregator::estimator::{self, Applied, Params};
+use crowd_aggregator::profile::Profiles;
 use crowd_aggregator::reputation::{Reputation, judge};
 use crowd_proto::codec::report_to_stored;
 use crowd_proto::domain::DeviceHasher;
@@ -99,6 +100,8 @@ pub(super) struct Model {
     /// The latest published estimate of each train.
     pub(super) published: BTreeMap<String, OccupancyEstimate>,
     pub(super) reputation: Reputation,
+    /// What the trains ahead said on each stretch.
+    profiles: Profiles,
     /// Trains counted into since the last [`Model::publish`].
     touched: Vec<String>,
 }
@@ -110,6 +113,7 @@ impl Model {
             trains: BTreeMap::new(),
             published: BTreeMap::new(),
             reputation: Reputation::new(),
+            profiles: Profiles::default(),
             touched: Vec::new(),
         }
     }
@@ -144,7 +148,10 @@ impl Model {
                 continue;
             };
             estimator::prune(state, now_ms, &self.params);
-            match estimator::estimate(state, now_ms, &self.params, &self.reputation) {
+            match self
+                .profiles
+                .estimate(state, now_ms, &self.params, &self.reputation)
+            {
                 Some(e) => self.published.insert(key, e),
                 None => self.published.remove(&key),
             };

@@ -999,3 +999,94 @@ async fn a_new_owner_keeps_fading_the_estimates_it_inherits() {
     assert_eq!(state_of(&mut con, &t).await.unwrap().reports_counted, 1);
     second.shutdown().await.expect("clean shutdown");
 }
+
+#[tokio::test]
+async fn a_train_leans_on_what_the_train_ahead_said_on_its_stretch() {
+    use crowd_aggregator::estimator::{self, Params, UniformTrust, stop_hash};
+    use crowd_aggregator::profile::{Cell, Stretch};
+    use crowd_proto::pb::store::ProfileCell;
+    use prost::Message;
+
+    let redis = RedisServer::start();
+    let mut con = connect(&redis).await;
+    let now = chrono::Utc::now();
+    // The train ahead on route B left stop Y for Z crushed (130 %), as
+    // another aggregator recorded.
+    let stretch = Stretch {
+        previous: stop_hash("Y"),
+        latest: stop_hash("Z"),
+    };
+    let ahead = Cell::new(0xa4ead, 130.0, now.timestamp_millis());
+    let _: () = redis::cmd("HSET")
+        .arg(crowd_proto::layout::profile("B"))
+        .arg(stretch.field())
+        .arg(ahead.to_stored().encode_to_vec())
+        .query_async(&mut con)
+        .await
+        .expect("HSET profile");
+
+    // This train's riders: one at Y, three before it reached Z, one at Z;
+    // all say few seats.
+    let behind = trip("AGG-BEHIND");
+    let at = |secs: i64, stop: &str, id: &str, device: u64| {
+        let mut r = stored(id, device, &behind, 1 + device as u32 % 8, Level::FewSeats);
+        r.observed_at = now - chrono::Duration::seconds(secs);
+        r.stop_id = stop.into();
+        r
+    };
+    let reports = vec![
+        at(12, "Y", "y", 1),
+        at(9, "", "a", 2),
+        at(9, "", "b", 3),
+        at(9, "", "c", 4),
+        at(6, "Z", "z", 5),
+    ];
+    append_all(&mut con, &reports).await;
+
+    let aggregator = spawn(config(&redis, &[]));
+    eventually("an estimate", Duration::from_secs(5), || {
+        let mut con = con.clone();
+        let behind = behind.clone();
+        async move { estimate_of(&mut con, &behind).await.is_some() }
+    })
+    .await;
+    let published = estimate_of(&mut con, &behind).await.expect("an estimate");
+    aggregator.shutdown().await.expect("clean shutdown");
+
+    // Its riders alone, at the same instant, say few seats; the train
+    // ahead pulls the published estimate well up.
+    let state = state_of(&mut con, &behind).await.expect("a state");
+    let at_ms = published
+        .updated_at
+        .as_ref()
+        .map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000);
+    let alone =
+        estimator::estimate(&state, at_ms, &Params::default(), &UniformTrust).expect("an estimate");
+    assert_eq!(alone.level, Level::FewSeats.number(), "{alone:?}");
+    assert!(
+        published.occupancy_percentage > alone.occupancy_percentage + 15,
+        "{} vs {} alone",
+        published.occupancy_percentage,
+        alone.occupancy_percentage
+    );
+
+    // What its own riders said is now the stretch's latest, written back
+    // at the latest on shutdown; the train ahead went into the average.
+    let bytes: Vec<u8> = redis::cmd("HGET")
+        .arg(crowd_proto::layout::profile("B"))
+        .arg(stretch.field())
+        .query_async(&mut con)
+        .await
+        .expect("HGET profile");
+    let cell = Cell::from_stored(&ProfileCell::decode(bytes.as_slice()).expect("a cell"))
+        .expect("finite numbers");
+    assert_ne!(cell.trip, ahead.trip);
+    assert_eq!(cell.earlier.map(|(p, _)| p), Some(130.0));
+    assert!(cell.percentage < 70.0, "{cell:?}");
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(crowd_proto::layout::profile("B"))
+        .query_async(&mut con)
+        .await
+        .expect("TTL");
+    assert!(ttl > 0, "the profile expires: {ttl}");
+}

@@ -1,0 +1,259 @@
+//! How full the trains just ahead were on the stretch a train is on: a
+//! prior for trains whose own riders say little. Pure: no I/O, no clock.
+//!
+//! Trains of a line follow each other a few minutes apart through the same
+//! stations, fed by the same crowds, and a train's load only changes at
+//! stops. So the load of the train ahead between two stations is a good
+//! guess for the next one there: better than riders' reports from before
+//! the train's last stop, which describe a load that no longer exists. Each
+//! stretch of a route (named by the latest two stops a train was seen at,
+//! which also gives its direction) keeps a [`Cell`]: the riders' own
+//! percentage for the last train that had riders reporting on it there,
+//! and a moving average over the trains before it.
+//!
+//! A train reads its stretch's cell as its prior ([`Cell::prior`]),
+//! leaving itself out: a train's own earlier estimate is not a second
+//! witness. Only what its riders said since its latest stop is recorded
+//! ([`Cell::record`]), never a blend with the prior, so the profile does
+//! not feed on itself. A cell older than [`MAX_AGE_WINDOWS`] estimator
+//! windows says nothing (the morning rush is not the evening's), and a
+//! train seen at no stop for a third of a window (5 minutes by default)
+//! has likely passed one nobody reported from: it has no known stretch.
+//!
+//! The estimator weighs the prior against the riders (see
+//! `estimator::estimate_given`); [`Profiles::estimate`] does the lookup,
+//! the estimate and the record in one step. The worker shares the cells
+//! through Redis (`crowd:profile:<route>`, soft state, see
+//! `profile_store`); the offline quality replay keeps them in memory.
+
+use std::collections::{BTreeSet, HashMap};
+
+use crowd_proto::pb::store::{ProfileCell, TrainState};
+use crowd_proto::pb::v1::OccupancyEstimate;
+
+use crate::estimator::{self, Params, Trust};
+
+/// A cell says nothing once this many estimator windows old: with the
+/// default 15-minute window, the trains ahead that count ran within half
+/// an hour.
+pub const MAX_AGE_WINDOWS: i64 = 2;
+
+/// A train's stretch is known for this share of the estimator's window
+/// after its latest stop was seen (5 minutes by default): few stretches
+/// between two stations take longer. (Fitted on the simulator, seeds 11
+/// and 12: a third of the window was 0.5–2 points of exact level better
+/// than half or all of it, where stale stretches lent trains the load of
+/// the stretch before.)
+pub const STRETCH_WINDOW_SHARE: f64 = 1.0 / 3.0;
+
+/// Weight of the latest train in the moving average over the trains ahead:
+/// the load builds and falls over a rush, so the last two or three trains
+/// tell most.
+pub const TRAIN_WEIGHT: f64 = 0.5;
+
+/// The stretch of line a train is on: the stop it was last seen at and the
+/// one before (hashes, as the estimator keeps them), so the two directions
+/// through a station are two stretches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Stretch {
+    /// The stop before the latest.
+    pub previous: u32,
+    /// The latest stop the train was seen at.
+    pub latest: u32,
+}
+
+impl Stretch {
+    /// The stretch's name in a route's profile (16 hex digits).
+    pub fn field(self) -> String {
+        format!("{:08x}{:08x}", self.previous, self.latest)
+    }
+
+    /// The stretch named `field`, if it is one.
+    pub fn from_field(field: &str) -> Option<Stretch> {
+        if field.len() != 16 || !field.is_ascii() {
+            return None;
+        }
+        Some(Stretch {
+            previous: u32::from_str_radix(&field[..8], 16).ok()?,
+            latest: u32::from_str_radix(&field[8..], 16).ok()?,
+        })
+    }
+}
+
+/// What one stretch of a route remembers of the trains that ran it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cell {
+    /// The train that recorded last (a fingerprint of its trip).
+    pub trip: u64,
+    /// Its riders' percentage there, the latest it recorded.
+    pub percentage: f64,
+    /// When it recorded, ms.
+    pub updated_ms: i64,
+    /// Moving average over the trains before it, and when the latest of
+    /// them recorded.
+    pub earlier: Option<(f64, i64)>,
+}
+
+impl Cell {
+    /// A cell with one train's percentage.
+    pub fn new(trip: u64, percentage: f64, now_ms: i64) -> Cell {
+        Cell {
+            trip,
+            percentage,
+            updated_ms: now_ms,
+            earlier: None,
+        }
+    }
+
+    /// What the trains ahead of `trip` say, leaving out what is older than
+    /// `max_age_ms`.
+    pub fn prior(&self, trip: u64, now_ms: i64, max_age_ms: i64) -> Option<f64> {
+        let fresh = |at: i64| now_ms.saturating_sub(at) <= max_age_ms;
+        let earlier = self.earlier.filter(|(_, at)| fresh(*at)).map(|(p, _)| p);
+        if self.trip == trip || !fresh(self.updated_ms) {
+            return earlier;
+        }
+        Some(fold(earlier, self.percentage))
+    }
+
+    /// Records `trip`'s riders' percentage: it replaces the train's own
+    /// earlier record, and pushes another train's into the average.
+    pub fn record(&mut self, trip: u64, percentage: f64, now_ms: i64, max_age_ms: i64) {
+        if !percentage.is_finite() {
+            return;
+        }
+        if self.trip != trip {
+            let fresh = |at: i64| now_ms.saturating_sub(at) <= max_age_ms;
+            let earlier = self.earlier.filter(|(_, at)| fresh(*at)).map(|(p, _)| p);
+            self.earlier =
+                fresh(self.updated_ms).then(|| (fold(earlier, self.percentage), self.updated_ms));
+            self.trip = trip;
+        }
+        self.percentage = percentage;
+        self.updated_ms = self.updated_ms.max(now_ms);
+    }
+
+    /// The cell as stored.
+    pub fn to_stored(self) -> ProfileCell {
+        ProfileCell {
+            trip: self.trip,
+            percentage: self.percentage,
+            updated_ms: self.updated_ms,
+            earlier: self.earlier.map(|(p, _)| p),
+            earlier_ms: self.earlier.map_or(0, |(_, at)| at),
+        }
+    }
+
+    /// The stored cell, unless its numbers are not finite.
+    pub fn from_stored(stored: &ProfileCell) -> Option<Cell> {
+        let earlier = stored.earlier.map(|p| (p, stored.earlier_ms));
+        (stored.percentage.is_finite() && earlier.is_none_or(|(p, _)| p.is_finite())).then_some(
+            Cell {
+                trip: stored.trip,
+                percentage: stored.percentage,
+                updated_ms: stored.updated_ms,
+                earlier,
+            },
+        )
+    }
+}
+
+/// The moving average `earlier` with one more train at `percentage`.
+fn fold(earlier: Option<f64>, percentage: f64) -> f64 {
+    match earlier {
+        Some(e) => TRAIN_WEIGHT * percentage + (1.0 - TRAIN_WEIGHT) * e,
+        None => percentage,
+    }
+}
+
+/// The cells of some routes' stretches, in memory, and which changed.
+#[derive(Debug, Default, Clone)]
+pub struct Profiles {
+    routes: HashMap<String, HashMap<Stretch, Cell>>,
+    changed: BTreeSet<(String, Stretch)>,
+}
+
+impl Profiles {
+    /// The estimate of the train of `state` at `now_ms` given the trains
+    /// ahead of it on its stretch, recording what its riders say there for
+    /// the trains behind; `None` when no report counts.
+    pub fn estimate(
+        &mut self,
+        state: &TrainState,
+        now_ms: i64,
+        params: &Params,
+        trust: &impl Trust,
+    ) -> Option<OccupancyEstimate> {
+        let max_age = params.window_ms.saturating_mul(MAX_AGE_WINDOWS);
+        let trip = trip_fingerprint(state);
+        let stretch = current_stretch(state, now_ms, params);
+        let ahead = stretch
+            .and_then(|s| self.routes.get(&state.route_id)?.get(&s))
+            .and_then(|c| c.prior(trip, now_ms, max_age));
+        let estimate = estimator::estimate_given(state, now_ms, params, trust, ahead)?;
+        if let (Some(s), Some(pct)) = (stretch, estimate.since_stop) {
+            self.routes
+                .entry(state.route_id.clone())
+                .or_default()
+                .entry(s)
+                .and_modify(|c| c.record(trip, pct, now_ms, max_age))
+                .or_insert_with(|| Cell::new(trip, pct, now_ms));
+            self.changed.insert((state.route_id.clone(), s));
+        }
+        Some(estimate.published)
+    }
+
+    /// Whether `route`'s cells are in memory.
+    pub fn has_route(&self, route: &str) -> bool {
+        self.routes.contains_key(route)
+    }
+
+    /// Puts `route`'s cells in memory, replacing any.
+    pub fn insert_route(&mut self, route: &str, cells: HashMap<Stretch, Cell>) {
+        self.routes.insert(route.to_owned(), cells);
+    }
+
+    /// Forgets `route`'s cells, so they are read again on next use.
+    pub fn forget_route(&mut self, route: &str) {
+        self.routes.remove(route);
+    }
+
+    /// One cell.
+    pub fn cell(&self, route: &str, stretch: Stretch) -> Option<&Cell> {
+        self.routes.get(route)?.get(&stretch)
+    }
+
+    /// The cells recorded into since the last call.
+    pub fn take_changed(&mut self) -> BTreeSet<(String, Stretch)> {
+        std::mem::take(&mut self.changed)
+    }
+}
+
+/// The stretch the train is on, if its latest stop was seen recently
+/// enough ([`STRETCH_WINDOW_SHARE`]).
+fn current_stretch(state: &TrainState, now_ms: i64, params: &Params) -> Option<Stretch> {
+    let stretch = estimator::stretch(state, now_ms)?;
+    let latest_ms = state
+        .stops_seen
+        .iter()
+        .map(|s| s.first_seen_ms)
+        .filter(|t| *t <= now_ms)
+        .max()?;
+    let known_for = params.window_ms as f64 * STRETCH_WINDOW_SHARE;
+    (now_ms.saturating_sub(latest_ms) as f64 <= known_for).then_some(stretch)
+}
+
+/// The fingerprint a train is known by in a cell.
+fn trip_fingerprint(state: &TrainState) -> u64 {
+    estimator::fingerprint(
+        state
+            .trip_id
+            .as_bytes()
+            .iter()
+            .chain(b"/")
+            .chain(state.start_date.as_bytes()),
+    )
+}
+
+#[cfg(test)]
+mod tests;
