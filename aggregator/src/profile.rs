@@ -169,8 +169,14 @@ fn fold(earlier: Option<f64>, percentage: f64) -> f64 {
 /// The cells of some routes' stretches, in memory, and which changed.
 #[derive(Debug, Default, Clone)]
 pub struct Profiles {
-    routes: HashMap<String, HashMap<Stretch, Cell>>,
-    changed: BTreeSet<(String, Stretch)>,
+    routes: HashMap<String, Route>,
+}
+
+/// One route's cells and which of them changed.
+#[derive(Debug, Default, Clone)]
+struct Route {
+    cells: HashMap<Stretch, Cell>,
+    changed: BTreeSet<Stretch>,
 }
 
 impl Profiles {
@@ -188,17 +194,20 @@ impl Profiles {
         let trip = trip_fingerprint(state);
         let stretch = current_stretch(state, now_ms, params);
         let ahead = stretch
-            .and_then(|s| self.routes.get(&state.route_id)?.get(&s))
+            .and_then(|s| self.cell(&state.route_id, s))
             .and_then(|c| c.prior(trip, now_ms, max_age));
         let estimate = estimator::estimate_given(state, now_ms, params, trust, ahead)?;
         if let (Some(s), Some(pct)) = (stretch, estimate.since_stop) {
-            self.routes
-                .entry(state.route_id.clone())
-                .or_default()
+            let route = match self.routes.get_mut(&state.route_id) {
+                Some(route) => route,
+                None => self.routes.entry(state.route_id.clone()).or_default(),
+            };
+            route
+                .cells
                 .entry(s)
                 .and_modify(|c| c.record(trip, pct, now_ms, max_age))
                 .or_insert_with(|| Cell::new(trip, pct, now_ms));
-            self.changed.insert((state.route_id.clone(), s));
+            route.changed.insert(s);
         }
         Some(estimate.published)
     }
@@ -210,7 +219,13 @@ impl Profiles {
 
     /// Puts `route`'s cells in memory, replacing any.
     pub fn insert_route(&mut self, route: &str, cells: HashMap<Stretch, Cell>) {
-        self.routes.insert(route.to_owned(), cells);
+        self.routes.insert(
+            route.to_owned(),
+            Route {
+                cells,
+                changed: BTreeSet::new(),
+            },
+        );
     }
 
     /// Forgets `route`'s cells, so they are read again on next use.
@@ -220,12 +235,23 @@ impl Profiles {
 
     /// One cell.
     pub fn cell(&self, route: &str, stretch: Stretch) -> Option<&Cell> {
-        self.routes.get(route)?.get(&stretch)
+        self.routes.get(route)?.cells.get(&stretch)
     }
 
-    /// The cells recorded into since the last call.
-    pub fn take_changed(&mut self) -> BTreeSet<(String, Stretch)> {
-        std::mem::take(&mut self.changed)
+    /// The cells recorded into since the last call, by route.
+    pub fn take_changed(&mut self) -> Vec<(String, Vec<(Stretch, Cell)>)> {
+        self.routes
+            .iter_mut()
+            .filter(|(_, r)| !r.changed.is_empty())
+            .map(|(name, r)| {
+                let changed = std::mem::take(&mut r.changed);
+                let cells = changed
+                    .into_iter()
+                    .filter_map(|s| Some((s, *r.cells.get(&s)?)))
+                    .collect();
+                (name.clone(), cells)
+            })
+            .collect()
     }
 }
 

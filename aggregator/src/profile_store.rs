@@ -53,20 +53,17 @@ pub(crate) async fn flush(profiles: &mut Profiles, con: &mut Connection) -> redi
         return Ok(());
     }
     let mut pipe = redis::pipe();
-    let mut routes = BTreeSet::new();
-    for (route, stretch) in &changed {
-        if let Some(cell) = profiles.cell(route, *stretch) {
+    for (route, cells) in &changed {
+        let key = layout::profile(route);
+        for (stretch, cell) in cells {
             pipe.cmd("HSET")
-                .arg(layout::profile(route))
+                .arg(&key)
                 .arg(stretch.field())
                 .arg(cell.to_stored().encode_to_vec())
                 .ignore();
-            routes.insert(route.as_str());
         }
-    }
-    for route in &routes {
         pipe.cmd("EXPIRE")
-            .arg(layout::profile(route))
+            .arg(&key)
             .arg(layout::PROFILE_TTL_SECS)
             .ignore();
     }

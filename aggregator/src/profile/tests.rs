@@ -175,7 +175,10 @@ fn a_train_seen_at_no_stop_for_long_has_no_stretch() {
     let params = Params::default();
     let mut profiles = Profiles::default();
     profiles.estimate(&crushed_train("A"), NOW, &params, &UniformTrust);
-    assert_eq!(profiles.take_changed().len(), 1);
+    let changed = profiles.take_changed();
+    assert_eq!(changed.len(), 1);
+    assert_eq!(changed[0].0, "B");
+    assert_eq!(changed[0].1.len(), 1);
     let few = Level::FewSeats;
     let behind = train("C", few, &[(11, few), (12, few)], &[]);
     // Six minutes later its latest stop is too old to name its stretch.
