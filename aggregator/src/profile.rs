@@ -46,6 +46,11 @@ pub const MAX_AGE_WINDOWS: i64 = 2;
 /// the stretch before.)
 pub const STRETCH_WINDOW_SHARE: f64 = 1.0 / 3.0;
 
+/// Stretches kept per route, the least recently recorded going first: a
+/// line has a few dozen stations, but stop ids come from riders, and a
+/// device naming made-up stops must not grow a route without bound.
+pub const MAX_STRETCHES_PER_ROUTE: usize = 1024;
+
 /// Weight of the latest train in the moving average over the trains ahead:
 /// the load builds and falls over a rush, so the last two or three trains
 /// tell most.
@@ -172,11 +177,59 @@ pub struct Profiles {
     routes: HashMap<String, Route>,
 }
 
-/// One route's cells and which of them changed.
+/// One route's cells, which of them changed, and which were dropped to
+/// keep it within [`MAX_STRETCHES_PER_ROUTE`].
 #[derive(Debug, Default, Clone)]
 struct Route {
     cells: HashMap<Stretch, Cell>,
     changed: BTreeSet<Stretch>,
+    dropped: BTreeSet<Stretch>,
+}
+
+impl Route {
+    /// A route of `cells`, the least recently recorded beyond the bound
+    /// dropped.
+    fn of(mut cells: HashMap<Stretch, Cell>) -> Route {
+        let mut dropped = BTreeSet::new();
+        if cells.len() > MAX_STRETCHES_PER_ROUTE {
+            let mut by_age: Vec<(i64, Stretch)> =
+                cells.iter().map(|(s, c)| (c.updated_ms, *s)).collect();
+            by_age.sort_unstable();
+            for (_, s) in &by_age[..cells.len() - MAX_STRETCHES_PER_ROUTE] {
+                cells.remove(s);
+                dropped.insert(*s);
+            }
+        }
+        Route {
+            cells,
+            changed: BTreeSet::new(),
+            dropped,
+        }
+    }
+
+    /// Records `trip` on stretch `s`, making room if the route is full.
+    fn record(&mut self, s: Stretch, trip: u64, pct: f64, now_ms: i64, max_age: i64) {
+        match self.cells.get_mut(&s) {
+            Some(c) => c.record(trip, pct, now_ms, max_age),
+            None => {
+                if self.cells.len() >= MAX_STRETCHES_PER_ROUTE {
+                    let oldest = self
+                        .cells
+                        .iter()
+                        .min_by_key(|(s, c)| (c.updated_ms, **s))
+                        .map(|(s, _)| *s);
+                    if let Some(oldest) = oldest {
+                        self.cells.remove(&oldest);
+                        self.changed.remove(&oldest);
+                        self.dropped.insert(oldest);
+                    }
+                }
+                self.cells.insert(s, Cell::new(trip, pct, now_ms));
+                self.dropped.remove(&s);
+            }
+        }
+        self.changed.insert(s);
+    }
 }
 
 impl Profiles {
@@ -202,12 +255,7 @@ impl Profiles {
                 Some(route) => route,
                 None => self.routes.entry(state.route_id.clone()).or_default(),
             };
-            route
-                .cells
-                .entry(s)
-                .and_modify(|c| c.record(trip, pct, now_ms, max_age))
-                .or_insert_with(|| Cell::new(trip, pct, now_ms));
-            route.changed.insert(s);
+            route.record(s, trip, pct, now_ms, max_age);
         }
         Some(estimate.published)
     }
@@ -219,13 +267,7 @@ impl Profiles {
 
     /// Puts `route`'s cells in memory, replacing any.
     pub fn insert_route(&mut self, route: &str, cells: HashMap<Stretch, Cell>) {
-        self.routes.insert(
-            route.to_owned(),
-            Route {
-                cells,
-                changed: BTreeSet::new(),
-            },
-        );
+        self.routes.insert(route.to_owned(), Route::of(cells));
     }
 
     /// Forgets `route`'s cells, so they are read again on next use.
@@ -238,21 +280,33 @@ impl Profiles {
         self.routes.get(route)?.cells.get(&stretch)
     }
 
-    /// The cells recorded into since the last call, by route.
-    pub fn take_changed(&mut self) -> Vec<(String, Vec<(Stretch, Cell)>)> {
+    /// The cells recorded into since the last call, and the stretches
+    /// dropped, by route.
+    pub fn take_changed(&mut self) -> Vec<RouteChanges> {
         self.routes
             .iter_mut()
-            .filter(|(_, r)| !r.changed.is_empty())
-            .map(|(name, r)| {
-                let changed = std::mem::take(&mut r.changed);
-                let cells = changed
+            .filter(|(_, r)| !(r.changed.is_empty() && r.dropped.is_empty()))
+            .map(|(name, r)| RouteChanges {
+                route: name.clone(),
+                recorded: std::mem::take(&mut r.changed)
                     .into_iter()
                     .filter_map(|s| Some((s, *r.cells.get(&s)?)))
-                    .collect();
-                (name.clone(), cells)
+                    .collect(),
+                dropped: std::mem::take(&mut r.dropped).into_iter().collect(),
             })
             .collect()
     }
+}
+
+/// What changed in one route's profile since it was last written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteChanges {
+    /// The route.
+    pub route: String,
+    /// Cells recorded into, as they are now.
+    pub recorded: Vec<(Stretch, Cell)>,
+    /// Stretches dropped to keep the route within its bound.
+    pub dropped: Vec<Stretch>,
 }
 
 /// The stretch the train is on, if its latest stop was seen recently

@@ -53,14 +53,18 @@ pub(crate) async fn flush(profiles: &mut Profiles, con: &mut Connection) -> redi
         return Ok(());
     }
     let mut pipe = redis::pipe();
-    for (route, cells) in &changed {
-        let key = layout::profile(route);
-        for (stretch, cell) in cells {
+    for change in &changed {
+        let key = layout::profile(&change.route);
+        for (stretch, cell) in &change.recorded {
             pipe.cmd("HSET")
                 .arg(&key)
                 .arg(stretch.field())
                 .arg(cell.to_stored().encode_to_vec())
                 .ignore();
+        }
+        if !change.dropped.is_empty() {
+            let fields: Vec<String> = change.dropped.iter().map(|s| s.field()).collect();
+            pipe.cmd("HDEL").arg(&key).arg(fields).ignore();
         }
         pipe.cmd("EXPIRE")
             .arg(&key)
@@ -68,8 +72,8 @@ pub(crate) async fn flush(profiles: &mut Profiles, con: &mut Connection) -> redi
             .ignore();
     }
     let written: redis::RedisResult<()> = pipe.query_async(con).await;
-    for (route, _) in &changed {
-        profiles.forget_route(route);
+    for change in &changed {
+        profiles.forget_route(&change.route);
     }
     written
 }

@@ -1,5 +1,7 @@
 //! Unit tests of the stretch profiles.
 
+use std::collections::HashMap;
+
 use crowd_proto::level::Level;
 use crowd_proto::pb::store::StoredReport;
 
@@ -177,8 +179,8 @@ fn a_train_seen_at_no_stop_for_long_has_no_stretch() {
     profiles.estimate(&crushed_train("A"), NOW, &params, &UniformTrust);
     let changed = profiles.take_changed();
     assert_eq!(changed.len(), 1);
-    assert_eq!(changed[0].0, "B");
-    assert_eq!(changed[0].1.len(), 1);
+    assert_eq!(changed[0].route, "B");
+    assert_eq!(changed[0].recorded.len(), 1);
     let few = Level::FewSeats;
     let behind = train("C", few, &[(11, few), (12, few)], &[]);
     // Six minutes later its latest stop is too old to name its stretch.
@@ -215,4 +217,33 @@ fn another_route_or_direction_is_another_profile() {
         profiles.estimate(&reverse, NOW, &params, &UniformTrust),
         alone
     );
+}
+
+#[test]
+fn a_route_keeps_its_most_recently_recorded_stretches() {
+    let stretch = |i: usize| Stretch {
+        previous: i as u32,
+        latest: i as u32 + 1,
+    };
+    // Loaded over the bound: the oldest go, and are to be deleted.
+    let cells: HashMap<Stretch, Cell> = (0..MAX_STRETCHES_PER_ROUTE + 3)
+        .map(|i| (stretch(i), Cell::new(1, 50.0, i as i64)))
+        .collect();
+    let mut profiles = Profiles::default();
+    profiles.insert_route("B", cells);
+    assert!(profiles.cell("B", stretch(2)).is_none());
+    assert!(profiles.cell("B", stretch(3)).is_some());
+    let changed = profiles.take_changed();
+    assert_eq!(changed[0].dropped, vec![stretch(0), stretch(1), stretch(2)]);
+    assert!(changed[0].recorded.is_empty());
+
+    // Recording a new stretch into a full route drops the oldest.
+    let route = profiles.routes.get_mut("B").expect("the route");
+    route.record(stretch(5_000), 2, 80.0, 10_000, HOUR);
+    assert_eq!(route.cells.len(), MAX_STRETCHES_PER_ROUTE);
+    assert!(!route.cells.contains_key(&stretch(3)));
+    let changed = profiles.take_changed();
+    assert_eq!(changed[0].dropped, vec![stretch(3)]);
+    assert_eq!(changed[0].recorded.len(), 1);
+    assert_eq!(changed[0].recorded[0].0, stretch(5_000));
 }
