@@ -16,6 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(out_dir.join("crowd_descriptor.bin"))
         .build_server(true)
         .build_client(true)
+        .codec_path("crate::grpc_codec::LeanCodec")
         .compile_with_config(
             config,
             &[

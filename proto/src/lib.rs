@@ -6,7 +6,8 @@
 //!   `CrowdingReport` into a [`domain::Report`] or a precise error.
 //! - [`layout`]: Redis key names and partitioning, shared by server and
 //!   aggregator so that they meet only in Redis.
-//! - [`codec`]: encoding of stream entries and published estimates.
+//! - [`codec`]: encoding of stream entries and published estimates;
+//!   [`grpc_codec`], the gRPC calls' protobuf codec.
 //! - [`metrics`]: the process-wide Prometheus registry behind `/metrics`.
 //! - [`connection`]: one Redis connection type for a single node or a cluster.
 //! - [`shutdown`]: the signals that stop a process.
@@ -14,6 +15,7 @@
 pub mod codec;
 pub mod connection;
 pub mod domain;
+pub mod grpc_codec;
 pub mod layout;
 pub mod level;
 pub mod metrics;

@@ -456,8 +456,12 @@ fn log_probe(p: &Probe) {
     } else {
         String::new()
     };
+    let rss = p
+        .server_peak_rss_mib
+        .map(|m| format!(", server peak RSS {m:.0} MiB"))
+        .unwrap_or_default();
     eprintln!(
-        "bench:   {} {:.0}/s offered, {:.0}/s acked{batches}, ack p99 {:.1} ms, freshness p99 {:.1} ms, backlog max {}: {}",
+        "bench:   {} {:.0}/s offered, {:.0}/s acked{batches}, ack p99 {:.1} ms, freshness p99 {:.1} ms, backlog max {}{rss}: {}",
         p.mode,
         p.rate,
         p.achieved_rate,
