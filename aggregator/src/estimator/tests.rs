@@ -582,6 +582,30 @@ proptest! {
     }
 
     #[test]
+    fn the_trains_ahead_pull_an_estimate_toward_them_and_no_further(
+        reports in arb_reports(),
+        ahead in 0.0f64..300.0,
+    ) {
+        let (state, alone) = run(&reports);
+        let params = Params::default();
+        let given = estimate_given(&state, NOW, &params, &UniformTrust, Some(ahead));
+        prop_assert_eq!(given.is_some(), alone.is_some());
+        if let (Some(given), Some(alone)) = (given, alone) {
+            let own = f64::from(alone.occupancy_percentage);
+            let pct = f64::from(given.published.occupancy_percentage);
+            // Between the riders' percentage and the prior (give or take
+            // the rounding of the riders').
+            prop_assert!(pct >= own.min(ahead).floor() - 1.0, "{pct} from {own} and {ahead}");
+            prop_assert!(pct <= own.max(ahead).ceil() + 1.0, "{pct} from {own} and {ahead}");
+            prop_assert!((0.0..=1.0).contains(&given.published.confidence));
+            // Everything but the train's level, percentage and confidence
+            // is the riders' alone.
+            prop_assert_eq!(given.published.cars, alone.cars);
+            prop_assert_eq!(given.published.reporters, alone.reporters);
+        }
+    }
+
+    #[test]
     fn duplicates_change_nothing(
         reports in arb_reports(),
         picks in proptest::collection::vec(any::<prop::sample::Index>(), 0..10),
