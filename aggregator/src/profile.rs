@@ -245,7 +245,12 @@ impl Profiles {
     ) -> Option<OccupancyEstimate> {
         let max_age = params.window_ms.saturating_mul(MAX_AGE_WINDOWS);
         let trip = trip_fingerprint(state);
-        let stretch = current_stretch(state, now_ms, params);
+        // Trains of no known route have no line to share.
+        let stretch = if state.route_id.is_empty() {
+            None
+        } else {
+            current_stretch(state, now_ms, params)
+        };
         let ahead = stretch
             .and_then(|s| self.cell(&state.route_id, s))
             .and_then(|c| c.prior(trip, now_ms, max_age));

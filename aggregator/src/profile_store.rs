@@ -30,7 +30,7 @@ pub(crate) async fn load<'a>(
 ) -> redis::RedisResult<()> {
     let missing: BTreeSet<&str> = routes
         .into_iter()
-        .filter(|r| !profiles.has_route(r))
+        .filter(|r| !r.is_empty() && !profiles.has_route(r))
         .collect();
     if missing.is_empty() {
         return Ok(());

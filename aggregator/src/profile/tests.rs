@@ -205,6 +205,12 @@ fn another_route_or_direction_is_another_profile() {
         profiles.estimate(&other_route, NOW, &params, &UniformTrust),
         alone
     );
+    // A train of no known route neither reads nor records.
+    let mut no_route = crushed_train("N");
+    no_route.route_id.clear();
+    profiles.take_changed();
+    profiles.estimate(&no_route, NOW, &params, &UniformTrust);
+    assert!(profiles.take_changed().is_empty());
     // The same stations the other way round: Y, then X.
     let mut reports = vec![
         report("E", 100, few, NOW - 10 * MINUTE, "Y"),
