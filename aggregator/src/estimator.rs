@@ -456,7 +456,11 @@ pub fn estimate_given(
         cars,
         position,
         newest_report_at: Some(timestamp_from_ms(train.newest_ms)),
-        source: EstimateSource::Crowd as i32,
+        source: if ahead.is_some() {
+            EstimateSource::CrowdAndTrainsAhead
+        } else {
+            EstimateSource::Crowd
+        } as i32,
         // Anything else (e.g. the comparison with the route's usual
         // occupancy) is not the estimator's to know: the worker fills it.
         ..OccupancyEstimate::default()

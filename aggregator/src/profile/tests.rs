@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use crowd_proto::level::Level;
 use crowd_proto::pb::store::StoredReport;
+use crowd_proto::pb::v1::EstimateSource;
 
 use super::*;
 use crate::estimator::{UniformTrust, apply};
@@ -152,6 +153,9 @@ fn a_train_whose_riders_spoke_before_its_stop_leans_on_the_train_ahead() {
         informed.occupancy_percentage,
         alone.occupancy_percentage
     );
+    // And says so.
+    assert_eq!(alone.source, EstimateSource::Crowd as i32);
+    assert_eq!(informed.source, EstimateSource::CrowdAndTrainsAhead as i32);
     // What C's own riders said is now the latest, A's in the average.
     let cell = profiles.cell("B", stretch).expect("a cell");
     assert_eq!(cell.trip, trip_fingerprint(&behind));

@@ -1069,6 +1069,10 @@ async fn a_train_leans_on_what_the_train_ahead_said_on_its_stretch() {
         published.occupancy_percentage,
         alone.occupancy_percentage
     );
+    assert_eq!(
+        published.source,
+        crowd_proto::pb::v1::EstimateSource::CrowdAndTrainsAhead as i32
+    );
 
     // What its own riders said is now the stretch's latest, written back
     // at the latest on shutdown; the train ahead went into the average.
