@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use crowd_proto::level::Level;
-use crowd_proto::pb::v1::{OccupancyEstimate, TripRef};
+use crowd_proto::pb::v1::{EstimateSource, OccupancyEstimate, TripRef};
 use serde::Serialize;
 
 use crate::sim::TrainTruth;
@@ -49,6 +49,9 @@ pub struct Accuracy {
     pub within_one: f64,
     /// Whole-train estimates against whole-train truth.
     pub trains: LevelAccuracy,
+    /// Of those, the ones that leaned on the trains ahead on their stretch
+    /// (`source` `CROWD_AND_TRAINS_AHEAD`).
+    pub trains_ahead: usize,
     /// Car estimates against the truth of the same car.
     pub cars: LevelAccuracy,
     /// Cars of running trains with a (kept) car estimate, over all cars of
@@ -114,6 +117,7 @@ pub fn score(
     let mut train_pairs = Vec::new();
     let mut car_pairs = Vec::new();
     let mut estimated = 0;
+    let mut trains_ahead = 0;
     let mut cars_running = 0;
     for train in truth {
         cars_running += train.cars.len();
@@ -124,6 +128,9 @@ pub fn score(
             && est.reporters >= opts.min_reporters
         {
             estimated += 1;
+            if est.source == EstimateSource::CrowdAndTrainsAhead as i32 {
+                trains_ahead += 1;
+            }
             train_pairs.push(Pair {
                 estimated: level,
                 truth: train.level,
@@ -157,6 +164,7 @@ pub fn score(
         coverage: ratio(estimated, truth.len()),
         within_one: cars.within_one,
         trains: level_accuracy(&train_pairs),
+        trains_ahead,
         car_coverage: ratio(car_pairs.len(), cars_running),
         cars,
         train_calibration: calibration(&train_pairs, opts.calibration_buckets),
@@ -381,6 +389,18 @@ mod tests {
         assert_eq!(a.cars.mean_abs_error, 15.0);
         assert_eq!(a.within_one, a.cars.within_one);
         assert_eq!(a.car_coverage, 0.5);
+        assert_eq!(a.trains_ahead, 0);
+    }
+
+    #[test]
+    fn estimates_leaning_on_the_trains_ahead_are_counted() {
+        let (truth, mut estimates) = case();
+        for e in &mut estimates {
+            e.source = EstimateSource::CrowdAndTrainsAhead as i32;
+        }
+        let a = score(&truth, &estimates, &ScoreOptions::default());
+        // Two compared; the estimate of a train not running is not.
+        assert_eq!(a.trains_ahead, 2);
     }
 
     #[test]

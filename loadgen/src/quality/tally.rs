@@ -56,6 +56,8 @@ pub struct Tally {
     running: f64,
     estimated: f64,
     trains: Sums,
+    /// Compared train estimates that leaned on the trains ahead.
+    trains_ahead: f64,
     cars: Sums,
     /// Per calibration bucket of the train estimates: (lower bound, count, exact count).
     calibration: Vec<(f64, f64, f64)>,
@@ -68,6 +70,7 @@ impl Tally {
         self.running += a.running as f64;
         self.estimated += a.estimated as f64;
         self.trains.add(&a.trains);
+        self.trains_ahead += a.trains_ahead as f64;
         self.cars.add(&a.cars);
         if self.calibration.len() < a.train_calibration.len() {
             self.calibration = a
@@ -95,6 +98,7 @@ impl Tally {
             rounds: self.rounds,
             coverage: ratio(self.estimated, self.running),
             trains: self.trains.figures(),
+            trains_ahead: ratio(self.trains_ahead, self.trains.compared),
             cars: self.cars.figures(),
             calibration: self
                 .calibration
@@ -144,6 +148,9 @@ pub struct Numbers {
     pub coverage: f64,
     /// Whole-train estimates.
     pub trains: Figures,
+    /// Share of the compared train estimates that leaned on the trains
+    /// ahead on their stretch.
+    pub trains_ahead: f64,
     /// Car estimates.
     pub cars: Figures,
     /// Train estimates by confidence.
@@ -318,6 +325,11 @@ impl fmt::Display for Numbers {
             self.coverage * 100.0
         )?;
         line(f, "trains", &self.trains)?;
+        writeln!(
+            f,
+            "         {:.1}% of them leaned on the trains ahead on their stretch",
+            self.trains_ahead * 100.0
+        )?;
         line(f, "cars", &self.cars)?;
         write!(f, "  calibration (train estimates by confidence):")?;
         for b in &self.calibration {
@@ -363,6 +375,7 @@ mod tests {
                 within_one: 1.0,
                 mean_abs_error: mae,
             },
+            trains_ahead: compared / 2,
             cars: LevelAccuracy::default(),
             car_coverage: 0.0,
             train_calibration: vec![
@@ -385,6 +398,7 @@ mod tests {
         assert_eq!(n.rounds, 2);
         assert_eq!(n.trains.compared, 8);
         assert!((n.trains.exact - 7.0 / 8.0).abs() < 1e-12);
+        assert!((n.trains_ahead - 4.0 / 8.0).abs() < 1e-12);
         assert!((n.trains.mean_abs_error - 32.0 / 8.0).abs() < 1e-12);
         assert!((n.coverage - 8.0 / 20.0).abs() < 1e-12);
         assert_eq!(n.confident_count, 4);
