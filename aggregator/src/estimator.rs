@@ -472,21 +472,33 @@ pub fn estimate_given(
 }
 
 /// The stretch of line the train is on at `now_ms`: its latest two stops
-/// seen by then ([`crate::profile::Stretch`]).
-pub fn stretch(state: &TrainState, now_ms: i64) -> Option<crate::profile::Stretch> {
-    let mut seen: Vec<&StopSeen> = state
+/// seen by then ([`crate::profile::Stretch`]), with when it was first seen
+/// at the latest.
+pub fn stretch(state: &TrainState, now_ms: i64) -> Option<(crate::profile::Stretch, i64)> {
+    // Newest first, ties by stop, as `remember_stop` orders them; one pass,
+    // as this runs for every estimate.
+    let key = |s: &StopSeen| (std::cmp::Reverse(s.first_seen_ms), s.stop);
+    let (mut latest, mut previous): (Option<&StopSeen>, Option<&StopSeen>) = (None, None);
+    for seen in state
         .stops_seen
         .iter()
         .filter(|s| s.first_seen_ms <= now_ms)
-        .collect();
-    seen.sort_unstable_by_key(|s| (std::cmp::Reverse(s.first_seen_ms), s.stop));
-    match seen[..] {
-        [latest, previous, ..] => Some(crate::profile::Stretch {
+    {
+        if latest.is_none_or(|l| key(seen) < key(l)) {
+            previous = latest;
+            latest = Some(seen);
+        } else if previous.is_none_or(|p| key(seen) < key(p)) {
+            previous = Some(seen);
+        }
+    }
+    let (latest, previous) = (latest?, previous?);
+    Some((
+        crate::profile::Stretch {
             previous: previous.stop,
             latest: latest.stop,
-        }),
-        _ => None,
-    }
+        },
+        latest.first_seen_ms,
+    ))
 }
 
 /// What the other riders of a train agree on.

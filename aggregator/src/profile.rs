@@ -113,12 +113,18 @@ impl Cell {
     /// What the trains ahead of `trip` say, leaving out what is older than
     /// `max_age_ms`.
     pub fn prior(&self, trip: u64, now_ms: i64, max_age_ms: i64) -> Option<f64> {
-        let fresh = |at: i64| now_ms.saturating_sub(at) <= max_age_ms;
-        let earlier = self.earlier.filter(|(_, at)| fresh(*at)).map(|(p, _)| p);
-        if self.trip == trip || !fresh(self.updated_ms) {
+        let earlier = self.earlier_within(now_ms, max_age_ms);
+        if self.trip == trip || !within(self.updated_ms, now_ms, max_age_ms) {
             return earlier;
         }
         Some(fold(earlier, self.percentage))
+    }
+
+    /// The average over the trains before the latest, unless too old.
+    fn earlier_within(&self, now_ms: i64, max_age_ms: i64) -> Option<f64> {
+        self.earlier
+            .filter(|(_, at)| within(*at, now_ms, max_age_ms))
+            .map(|(p, _)| p)
     }
 
     /// Records `trip`'s riders' percentage: it replaces the train's own
@@ -128,10 +134,9 @@ impl Cell {
             return;
         }
         if self.trip != trip {
-            let fresh = |at: i64| now_ms.saturating_sub(at) <= max_age_ms;
-            let earlier = self.earlier.filter(|(_, at)| fresh(*at)).map(|(p, _)| p);
-            self.earlier =
-                fresh(self.updated_ms).then(|| (fold(earlier, self.percentage), self.updated_ms));
+            let earlier = self.earlier_within(now_ms, max_age_ms);
+            self.earlier = within(self.updated_ms, now_ms, max_age_ms)
+                .then(|| (fold(earlier, self.percentage), self.updated_ms));
             self.trip = trip;
         }
         self.percentage = percentage;
@@ -161,6 +166,11 @@ impl Cell {
             },
         )
     }
+}
+
+/// Whether something recorded at `at_ms` is at most `max_age_ms` old.
+fn within(at_ms: i64, now_ms: i64, max_age_ms: i64) -> bool {
+    now_ms.saturating_sub(at_ms) <= max_age_ms
 }
 
 /// The moving average `earlier` with one more train at `percentage`.
@@ -244,18 +254,17 @@ impl Profiles {
         trust: &impl Trust,
     ) -> Option<OccupancyEstimate> {
         let max_age = params.window_ms.saturating_mul(MAX_AGE_WINDOWS);
-        let trip = trip_fingerprint(state);
         // Trains of no known route have no line to share.
         let stretch = if state.route_id.is_empty() {
             None
         } else {
             current_stretch(state, now_ms, params)
         };
-        let ahead = stretch
-            .and_then(|s| self.cell(&state.route_id, s))
-            .and_then(|c| c.prior(trip, now_ms, max_age));
+        let known = stretch.map(|s| (s, trip_fingerprint(state)));
+        let ahead =
+            known.and_then(|(s, trip)| self.cell(&state.route_id, s)?.prior(trip, now_ms, max_age));
         let estimate = estimator::estimate_given(state, now_ms, params, trust, ahead)?;
-        if let (Some(s), Some(pct)) = (stretch, estimate.since_stop) {
+        if let (Some((s, trip)), Some(pct)) = (known, estimate.since_stop) {
             let route = match self.routes.get_mut(&state.route_id) {
                 Some(route) => route,
                 None => self.routes.entry(state.route_id.clone()).or_default(),
@@ -317,13 +326,7 @@ pub struct RouteChanges {
 /// The stretch the train is on, if its latest stop was seen recently
 /// enough ([`STRETCH_WINDOW_SHARE`]).
 fn current_stretch(state: &TrainState, now_ms: i64, params: &Params) -> Option<Stretch> {
-    let stretch = estimator::stretch(state, now_ms)?;
-    let latest_ms = state
-        .stops_seen
-        .iter()
-        .map(|s| s.first_seen_ms)
-        .filter(|t| *t <= now_ms)
-        .max()?;
+    let (stretch, latest_ms) = estimator::stretch(state, now_ms)?;
     let known_for = params.window_ms as f64 * STRETCH_WINDOW_SHARE;
     (now_ms.saturating_sub(latest_ms) as f64 <= known_for).then_some(stretch)
 }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crowd_loadgen::driver::{self, RunArgs};
+use crowd_loadgen::driver::{self, RunArgs, RunSummary};
 use crowd_loadgen::stack::{Stack, StackOptions};
 
 /// A short honest run against `target` that must pass cleanly (no error,
@@ -25,6 +25,21 @@ fn honest_run(target: &str, flags: &[&str]) -> RunArgs {
         "0",
     ];
     RunArgs::from_flags(common.iter().chain(flags)).unwrap()
+}
+
+/// What every clean run must show: more than 300 reports sent, each
+/// accepted, acked once and timed, and no stream error.
+fn assert_every_report_accepted_once(summary: &RunSummary) {
+    assert!(summary.valid, "{:?}", summary.invalid_reasons);
+    assert!(summary.sent > 300, "sent only {}", summary.sent);
+    assert_eq!(summary.accepted, summary.sent, "{summary}");
+    assert_eq!(summary.rejected + summary.duplicate + summary.unacked, 0);
+    assert!(
+        summary.stream_errors.is_empty(),
+        "{:?}",
+        summary.stream_errors
+    );
+    assert_eq!(summary.ack_latency.count, summary.sent);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,16 +72,7 @@ async fn a_small_run_is_acked_fresh_queried_scored_and_written() {
     stack.shutdown().await.unwrap();
     println!("{summary}");
 
-    assert!(summary.valid, "{:?}", summary.invalid_reasons);
-    assert!(summary.sent > 300, "sent only {}", summary.sent);
-    assert_eq!(summary.accepted, summary.sent, "{summary}");
-    assert_eq!(summary.rejected + summary.duplicate + summary.unacked, 0);
-    assert!(
-        summary.stream_errors.is_empty(),
-        "{:?}",
-        summary.stream_errors
-    );
-    assert_eq!(summary.ack_latency.count, summary.sent);
+    assert_every_report_accepted_once(&summary);
     assert!(
         summary.freshness.count > 0,
         "no freshness sample: {summary}"
@@ -111,17 +117,8 @@ async fn a_batched_driver_run_is_acked_and_counted_like_a_single_one() {
     stack.shutdown().await.unwrap();
     println!("{summary}");
 
-    assert!(summary.valid, "{:?}", summary.invalid_reasons);
-    assert!(summary.sent > 300, "sent only {}", summary.sent);
-    assert_eq!(summary.accepted, summary.sent, "{summary}");
-    assert_eq!(summary.rejected + summary.duplicate + summary.unacked, 0);
+    assert_every_report_accepted_once(&summary);
     assert_eq!(summary.out_of_order_acks, 0, "{summary}");
-    assert!(
-        summary.stream_errors.is_empty(),
-        "{:?}",
-        summary.stream_errors
-    );
-    assert_eq!(summary.ack_latency.count, summary.sent);
     assert!(
         summary.messages > 0 && summary.messages <= summary.sent,
         "{} messages for {} reports",

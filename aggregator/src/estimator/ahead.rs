@@ -8,6 +8,9 @@
 //! [`AHEAD_ERROR`]. The combination is their inverse-variance average, and
 //! its confidence the probability that the truth lies in its level's band
 //! under the combined error, times the riders' agreement.
+//! ([`confidence::band_probability`] adds [`confidence::SYSTEMATIC_ERROR`]
+//! once more on top, as it does for every estimate; [`AHEAD_ERROR`] was
+//! fitted with that, for the calibration of the confident estimates.)
 
 use super::cars::level_of;
 use super::{MAX_PERCENTAGE, Summary, confidence};

@@ -135,7 +135,7 @@ fn a_train_whose_riders_spoke_before_its_stop_leans_on_the_train_ahead() {
         .estimate(&ahead, NOW, &params, &UniformTrust)
         .expect("an estimate");
     assert_eq!(a.level, Level::Crushed.number());
-    let stretch = estimator::stretch(&ahead, NOW).expect("a stretch");
+    let (stretch, _) = estimator::stretch(&ahead, NOW).expect("a stretch");
     let recorded = profiles.cell("B", stretch).expect("a cell").percentage;
     assert!(recorded >= 100.0, "{recorded}");
 
