@@ -8,13 +8,21 @@
 //! read over many streams is not allowed: each stream is read on its own,
 //! all at once and without blocking, and polled again every
 //! [`POLL_INTERVAL`](crowd_proto::connection::POLL_INTERVAL) until something arrives or the block time is over.
+//!
+//! On a single node reached over TCP the reads go through a connection of
+//! their own whose replies are read by [`resp`], not redis-rs' parser.
+
+mod raw;
+mod resp;
 
 use redis::Value;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crowd_proto::connection::{Connection, poll_each};
+use crowd_proto::connection::{Connection, Target, poll_each};
+
+use raw::RawReader;
 
 use crowd_proto::layout::{CONSUMER, GROUP, REPORT_FIELD};
 
@@ -56,15 +64,54 @@ pub(crate) async fn ensure_group(con: &mut Connection, key: &str) -> redis::Redi
     }
 }
 
+/// The connection stream reads go through.
+#[derive(Debug)]
+pub(crate) enum Reader {
+    /// A single node over TCP: replies read by [`resp`].
+    Raw(RawReader),
+    /// A cluster, or a node behind TLS or a Unix socket: redis-rs.
+    Pooled(Connection),
+}
+
+impl Reader {
+    /// Connects to `target` now (so that a missing Redis shows at once);
+    /// a read waits for its reply up to `response_timeout`, which covers
+    /// the longest block.
+    pub(crate) async fn connect(
+        target: &Target,
+        connect_timeout: Duration,
+        response_timeout: Duration,
+    ) -> redis::RedisResult<Reader> {
+        let raw = match target {
+            Target::Single(client) => RawReader::new(client, connect_timeout, response_timeout),
+            Target::Cluster(_) => None,
+        };
+        if let Some(mut raw) = raw {
+            raw.connect().await?;
+            return Ok(Reader::Raw(raw));
+        }
+        let options = crowd_proto::connection::Options {
+            connect_timeout,
+            response_timeout,
+            retries: 1,
+        };
+        Ok(Reader::Pooled(target.connect(options).await?))
+    }
+}
+
 /// Reads `keys` through the group: up to `count` entries per stream;
 /// `block_ms` (waiting for new entries) applies to [`From::New`] only.
 pub(crate) async fn read(
-    con: &mut Connection,
+    reader: &mut Reader,
     keys: &[String],
     from: From,
     count: usize,
     block_ms: Option<u64>,
 ) -> redis::RedisResult<Vec<(String, Vec<Entry>)>> {
+    let con = match reader {
+        Reader::Raw(raw) => return raw.read(&read_command(keys, from, count, block_ms)).await,
+        Reader::Pooled(con) => con,
+    };
     if !con.is_cluster() {
         return read_group(con, keys, from, count, block_ms).await;
     }
@@ -98,6 +145,14 @@ async fn read_group(
     count: usize,
     block_ms: Option<u64>,
 ) -> redis::RedisResult<Vec<(String, Vec<Entry>)>> {
+    let reply: Value = read_command(keys, from, count, block_ms)
+        .query_async(con)
+        .await?;
+    Ok(parse_reply(reply))
+}
+
+/// The `XREADGROUP` of [`read_group`].
+fn read_command(keys: &[String], from: From, count: usize, block_ms: Option<u64>) -> redis::Cmd {
     let mut cmd = redis::cmd("XREADGROUP");
     cmd.arg("GROUP")
         .arg(GROUP)
@@ -115,8 +170,7 @@ async fn read_group(
     for _ in keys {
         cmd.arg(id);
     }
-    let reply: Value = cmd.query_async(con).await?;
-    Ok(parse_reply(reply))
+    cmd
 }
 
 /// Fills in the delivery counts of `entries`, pending entries of `key` just

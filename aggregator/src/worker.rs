@@ -36,11 +36,13 @@ use crate::profile_store;
 use crate::reputation::{Reputation, Verdict, judge, judge_on};
 use crate::reputation_store::ReputationStore;
 use crate::state_codec;
-use crate::stream::{self, Entry, From};
+use crate::stream::{self, Entry, From, Reader};
 use crate::{AggregatorError, Config, telemetry};
 
 /// Response timeout of ordinary commands (scripts included).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait to (re)connect to Redis.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Extra time granted to a blocking read beyond its BLOCK.
 const READ_GRACE: Duration = Duration::from_secs(5);
 /// Reads of `--batch-size` entries a partition's batch may take when its
@@ -77,7 +79,7 @@ pub(crate) struct Worker {
     /// Commands: leases, loads, commits, sweeps.
     cmd: Connection,
     /// Blocking XREADGROUP only, with a response timeout longer than BLOCK.
-    reader: Connection,
+    reader: Reader,
     leases: Leases,
     /// Our entry in the fleet, which sets our share of the partitions.
     membership: Membership,
@@ -123,7 +125,7 @@ impl Worker {
                 return Ok(None);
             }
             let cmd = connect(&target, COMMAND_TIMEOUT).await;
-            let reader = connect(&target, read_timeout).await;
+            let reader = Reader::connect(&target, CONNECT_TIMEOUT, read_timeout).await;
             match (cmd, reader) {
                 (Ok(c), Ok(r)) => break (c, r),
                 (Err(e), _) | (_, Err(e)) => {
@@ -966,7 +968,7 @@ impl Worker {
 
 async fn connect(target: &Target, timeout: Duration) -> redis::RedisResult<Connection> {
     let options = Options {
-        connect_timeout: Duration::from_secs(2),
+        connect_timeout: CONNECT_TIMEOUT,
         response_timeout: timeout,
         retries: 1,
     };

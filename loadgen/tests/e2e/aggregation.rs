@@ -278,6 +278,60 @@ async fn reports_become_published_estimates() {
     }
 }
 
+/// The aggregator reads its streams on a connection of its own: it logs in
+/// and selects the database the URL names, as every other connection does.
+/// (Without a login, the only command allowed is `PING`.)
+#[tokio::test]
+async fn an_aggregator_logs_in_and_selects_the_database_of_its_url() {
+    let redis = RedisServer::start_with(RedisOptions {
+        extra_args: [
+            "--user", "default", "on", "nopass", "-@all", "+ping", "--user", "crowd", "on",
+            ">s3cret", "~*", "&*", "+@all",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..RedisOptions::default()
+    })
+    .expect("redis-server starts");
+    let url_of = |db: u32| format!("redis://crowd:s3cret@127.0.0.1:{}/{db}", redis.port());
+    let url = url_of(3);
+    let client = redis::Client::open(url.as_str()).expect("url");
+    let mut con = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let t = trip("AGG-DB3");
+    for device in 1..=3u64 {
+        let r = stored(&format!("db{device}"), device, &t, 1, Level::Full);
+        append(&mut con, &r).await;
+    }
+    let partitions = PARTITIONS.to_string();
+    let aggregator = spawn(<Config as clap::Parser>::parse_from([
+        "crowd-aggregator",
+        "--redis-url",
+        &url,
+        "--partitions",
+        &partitions,
+    ]));
+    wait_for_state(&mut con, &t, Duration::from_secs(5), |s| {
+        s.reports_counted == 3
+    })
+    .await;
+    assert_eq!(pending(&mut con, &t).await, 0);
+    let mut default_db = redis::Client::open(url_of(0))
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut default_db)
+        .await
+        .expect("KEYS");
+    assert!(keys.is_empty(), "written outside database 3: {keys:?}");
+    aggregator.shutdown().await.expect("clean shutdown");
+}
+
 #[tokio::test]
 async fn every_report_counts_exactly_once_across_a_crash() {
     let redis = RedisServer::start();
