@@ -21,6 +21,10 @@
 //!   keeps [`PAST_STOP_FACTOR`] of its weight per stop since, so it only
 //!   speaks when nothing newer does. A report since the latest stop
 //!   describes the load as it still is and loses at most half its weight.
+//!   Naming a stop must not be a way to silence a train's riders, so a
+//!   stop seen only by newcomers splits only newcomers' reports; it takes
+//!   a witness with standing to split the established riders' ones
+//!   ([`vouched_for`]).
 //!   Trust is a pluggable per-device function ([`Trust`]): [`UniformTrust`]
 //!   weighs everybody 1, [`Reputation`](crate::reputation::Reputation)
 //!   learns it.
@@ -296,7 +300,14 @@ pub fn stop_hash(stop_id: &str) -> u32 {
     })
 }
 
-/// Remembers when the train was first seen at the report's stop.
+/// Devices remembered per stop sighting: the smallest device hashes, so
+/// that the same ones are kept whatever the order of reports; enough for
+/// a sighting to find a witness with standing ([`vouched_for`]) while the
+/// state stays small.
+pub const MAX_STOP_WITNESSES: usize = 2;
+
+/// Remembers when the train was first seen at the report's stop, and that
+/// this device saw it there.
 ///
 /// Only reports that reached the service promptly count (within the
 /// lateness grace of [`plausibility`], either way): a stop sighting from a
@@ -316,10 +327,17 @@ fn remember_stop(state: &mut TrainState, report: &StoredReport, params: &Params)
     let stop = stop_hash(&report.stop_id);
     let at = report.observed_at_ms;
     match state.stops_seen.iter_mut().find(|s| s.stop == stop) {
-        Some(seen) => seen.first_seen_ms = seen.first_seen_ms.min(at),
+        Some(seen) => {
+            seen.first_seen_ms = seen.first_seen_ms.min(at);
+            if let Err(i) = seen.witnesses.binary_search(&report.device) {
+                seen.witnesses.insert(i, report.device);
+                seen.witnesses.truncate(MAX_STOP_WITNESSES);
+            }
+        }
         None => state.stops_seen.push(StopSeen {
             stop,
             first_seen_ms: at,
+            witnesses: vec![report.device],
         }),
     }
     state
@@ -369,7 +387,7 @@ pub fn estimate_given(
     ahead: Option<f64>,
 ) -> Option<Estimate> {
     let burst = burst::burst_devices(&state.observations, params.half_life_ms);
-    let clock = Clock::new(now_ms, params, state);
+    let clock = Clock::new(now_ms, params, state, trust);
     let votes: Vec<Vote<'_>> = state
         .observations
         .iter()
@@ -411,11 +429,13 @@ pub fn estimate_given(
     let device_votes: Vec<(&Vote<'_>, f64)> =
         per_device.iter().map(|v| (*v, burst_factor(v))).collect();
     let train = cars::train_from_cars(&device_votes, scale, train);
-    let since_stop = (!clock.stops.is_empty()
-        && per_device
-            .iter()
-            .any(|v| clock.stops_since(v.obs.observed_at_ms) == 0))
-    .then_some(train.pct);
+    let since_stop = per_device
+        .iter()
+        .any(|v| {
+            let stops = clock.stops_for(!v.newcomer);
+            !stops.is_empty() && stops_since(stops, v.obs.observed_at_ms) == 0
+        })
+        .then_some(train.pct);
     let train = match ahead {
         Some(p) => ahead::blend(train, p),
         None => train,
@@ -524,7 +544,7 @@ pub fn consensus(
     trust: &impl Trust,
 ) -> Option<Consensus> {
     let burst = burst::burst_devices(&state.observations, params.half_life_ms);
-    let clock = Clock::new(now_ms, params, state);
+    let clock = Clock::new(now_ms, params, state, trust);
     let votes: Vec<Vote<'_>> = state
         .observations
         .iter()
@@ -563,7 +583,7 @@ impl<'a> Ballot<'a> {
     /// Weighs every observation of `state` at `now_ms`.
     pub fn new(state: &'a TrainState, now_ms: i64, params: &Params, trust: &impl Trust) -> Self {
         let burst = burst::burst_devices(&state.observations, params.half_life_ms);
-        let clock = Clock::new(now_ms, params, state);
+        let clock = Clock::new(now_ms, params, state, trust);
         let mut votes: Vec<Vote<'a>> = state
             .observations
             .iter()
@@ -755,33 +775,69 @@ struct Clock {
     /// The half-life, in milliseconds (at least 1).
     half_life_ms: f64,
     /// When the train was first seen at each of its recent stops, up to
-    /// now, earliest first.
+    /// now, earliest first: the stops newcomers' reports are split by.
     stops: Vec<i64>,
+    /// The same, of the stops a device with standing was seen at (or seen
+    /// before witnesses were recorded): the stops established riders'
+    /// reports are split by ([`vouched`]).
+    vouched: Vec<i64>,
 }
 
 impl Clock {
-    fn new(now_ms: i64, params: &Params, state: &TrainState) -> Clock {
-        let mut stops: Vec<i64> = state
+    fn new(now_ms: i64, params: &Params, state: &TrainState, trust: &impl Trust) -> Clock {
+        let mut stops = Vec::with_capacity(state.stops_seen.len());
+        let mut vouched = Vec::with_capacity(state.stops_seen.len());
+        for seen in state
             .stops_seen
             .iter()
-            .map(|s| s.first_seen_ms)
-            .filter(|t| *t <= now_ms)
-            .collect();
+            .filter(|s| s.first_seen_ms <= now_ms)
+        {
+            stops.push(seen.first_seen_ms);
+            if vouched_for(seen, trust) {
+                vouched.push(seen.first_seen_ms);
+            }
+        }
         stops.sort_unstable();
+        vouched.sort_unstable();
         Clock {
             oldest: now_ms.saturating_sub(params.window_ms),
             newest: now_ms.saturating_add(params.max_future_ms),
             now_ms,
             half_life_ms: params.half_life_ms.max(1) as f64,
             stops,
+            vouched,
         }
     }
 
-    /// Stops the train was seen at after `at_ms`: how many times the load
-    /// an observation from then describes has changed since.
-    fn stops_since(&self, at_ms: i64) -> usize {
-        self.stops.len() - self.stops.partition_point(|t| *t <= at_ms)
+    /// The stops that split the reports of a device with standing
+    /// (`established`) or of a newcomer.
+    fn stops_for(&self, established: bool) -> &[i64] {
+        if established {
+            &self.vouched
+        } else {
+            &self.stops
+        }
     }
+}
+
+/// Stops in `stops` (ascending) seen after `at_ms`: how many times the load
+/// an observation from then describes has changed since.
+fn stops_since(stops: &[i64], at_ms: i64) -> usize {
+    stops.len() - stops.partition_point(|t| *t <= at_ms)
+}
+
+/// Whether a stop sighting splits the reports of established riders.
+///
+/// A stop splits the reports ([`PAST_STOP_FACTOR`]), so naming one is a way
+/// to silence every report made before it: two fresh devices claiming a
+/// crowd "at" a made-up stop would otherwise cut the weight of a train's
+/// established riders twentyfold, and the newcomers' capped share
+/// ([`NEWCOMER_FLOOR`]) is measured against that weight. So a sighting
+/// only newcomers made splits only newcomers' reports: it takes a witness
+/// with standing to split those of riders with standing. A sighting stored
+/// before witnesses were recorded (none) splits everything, as it did then.
+fn vouched_for(seen: &StopSeen, trust: &impl Trust) -> bool {
+    seen.witnesses.is_empty() || seen.witnesses.iter().any(|d| trust.established(*d))
 }
 
 /// One observation that counts now, with its weight.
@@ -808,14 +864,17 @@ impl<'a> Vote<'a> {
             return None;
         }
         let age_ms = clock.now_ms.saturating_sub(obs.observed_at_ms).max(0);
+        let (trust, established) = trust.standing(obs.device);
+        let newcomer = !established;
         // 0.5^(age / half-life), as 2^-x: `exp2` is several times cheaper
         // than `powf`.
-        let stops = clock.stops_since(obs.observed_at_ms);
+        let splitting = clock.stops_for(established);
+        let stops = stops_since(splitting, obs.observed_at_ms);
         // Since the train's latest stop the load has not changed: a report
         // from then loses at most half its weight. Before it, a report
         // describes a load that no longer exists, and keeps only
         // PAST_STOP_FACTOR for each stop since.
-        let age_ms = if stops == 0 && !clock.stops.is_empty() {
+        let age_ms = if stops == 0 && !splitting.is_empty() {
             age_ms.min(clock.half_life_ms as i64)
         } else {
             age_ms
@@ -823,8 +882,6 @@ impl<'a> Vote<'a> {
         let decay = (-(age_ms as f64 / clock.half_life_ms)).exp2()
             * PAST_STOP_FACTOR.powi(i32::try_from(stops).unwrap_or(i32::MAX));
         let decay = decay.max(MIN_DECAY);
-        let (trust, established) = trust.standing(obs.device);
-        let newcomer = !established;
         let trust = if trust.is_finite() {
             trust.clamp(0.0, MAX_TRUST)
         } else {

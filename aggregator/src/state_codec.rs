@@ -75,6 +75,10 @@ pub fn encode(state: &TrainState) -> Vec<u8> {
             .stop_seen_time_delta_ms
             .push(seen.first_seen_ms.wrapping_sub(previous_ms));
         previous_ms = seen.first_seen_ms;
+        packed
+            .stop_witness_count
+            .push(u32::try_from(seen.witnesses.len()).unwrap_or(u32::MAX));
+        packed.stop_witness.extend_from_slice(&seen.witnesses);
     }
 
     let (mut previous_ms, mut previous_lat, mut previous_lon) = (0i64, 0i64, 0i64);
@@ -152,11 +156,21 @@ pub fn decode(bytes: &[u8]) -> Result<TrainState, prost::DecodeError> {
 
     let mut stops_seen = Vec::with_capacity(packed.stop_seen.len());
     let mut first_seen_ms = 0i64;
-    for (stop, delta) in packed.stop_seen.iter().zip(&packed.stop_seen_time_delta_ms) {
+    let mut witnesses = packed.stop_witness.as_slice();
+    for (i, (stop, delta)) in packed
+        .stop_seen
+        .iter()
+        .zip(&packed.stop_seen_time_delta_ms)
+        .enumerate()
+    {
         first_seen_ms = first_seen_ms.wrapping_add(*delta);
+        let count = packed.stop_witness_count.get(i).copied().unwrap_or(0) as usize;
+        let (these, rest) = witnesses.split_at(count.min(witnesses.len()));
+        witnesses = rest;
         stops_seen.push(StopSeen {
             stop: *stop,
             first_seen_ms,
+            witnesses: these.to_vec(),
         });
     }
 
@@ -248,6 +262,7 @@ mod tests {
                 .map(|i: u32| StopSeen {
                     stop: i.wrapping_mul(0x9e37_79b9),
                     first_seen_ms: now - i64::from(i) * 150_000,
+                    witnesses: (0..u64::from(i % 3)).map(|w| w * 7 + 1).collect(),
                 })
                 .collect(),
         }

@@ -728,11 +728,10 @@ proptest! {
     }
 }
 
-#[test]
-fn reports_from_before_the_latest_stop_count_little() {
-    // Three riders found the train empty three minutes ago; since then it
-    // called at a stop, where one rider found it crushed.
-    let mut reports: Vec<StoredReport> = (1..=3)
+/// Three riders (devices 1 to 3, cars 1 to 3) who found the train empty
+/// three minutes ago.
+fn empty_three_minutes_ago() -> Vec<StoredReport> {
+    (1..=3)
         .map(|d| {
             report(
                 &format!("e{d}"),
@@ -742,7 +741,14 @@ fn reports_from_before_the_latest_stop_count_little() {
                 NOW - 3 * MINUTE,
             )
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn reports_from_before_the_latest_stop_count_little() {
+    // Three riders found the train empty three minutes ago; since then it
+    // called at a stop, where one rider found it crushed.
+    let mut reports = empty_three_minutes_ago();
     let mut at_stop = report("s", 9, 1, Level::Crushed, NOW - MINUTE);
     at_stop.stop_id = "S2".into();
     reports.push(at_stop.clone());
@@ -781,4 +787,71 @@ fn stops_seen_keep_the_earliest_sighting_whatever_the_order() {
         .find(|s| s.stop == stop_hash("S1"))
         .expect("S1 seen");
     assert_eq!(first.first_seen_ms, NOW - 2 * MINUTE);
+}
+
+#[test]
+fn newcomers_naming_a_stop_cannot_silence_the_established_riders() {
+    // Four established riders found the train with many seats two minutes
+    // ago. Two fresh devices then claim it is full "at" a stop: were the
+    // stop to split every report, the earlier ones would keep a twentieth
+    // of their weight and the newcomers' cap would be measured against
+    // almost nothing.
+    let mut reports: Vec<StoredReport> = (0..4)
+        .map(|d| {
+            report(
+                &format!("h{d}"),
+                d,
+                1 + d as u32,
+                Level::ManySeats,
+                NOW - 2 * MINUTE,
+            )
+        })
+        .collect();
+    for d in 100..102u64 {
+        let mut r = report(&format!("s{d}"), d, 5 + d as u32 % 2, Level::Full, NOW);
+        r.stop_id = "FAKE".into();
+        reports.push(r);
+    }
+    let trust = Standing((0..4).collect());
+    let est = estimate_with(&reports, &trust).expect("an estimate");
+    assert_eq!(level(&est), Level::ManySeats);
+    // Had the stop split everyone's reports, it would have handed them the
+    // train.
+    assert_eq!(
+        level(&estimate_with(&reports, &UniformTrust).expect("an estimate")),
+        Level::Full
+    );
+}
+
+/// Three riders (1 to 3) found the train empty three minutes ago; one
+/// minute ago, `witnesses` found it crushed at a stop.
+fn empty_then_crushed_at_a_stop(witnesses: &[u64], trust: &impl Trust) -> Level {
+    let mut reports = empty_three_minutes_ago();
+    for w in witnesses {
+        let mut at_stop = report(&format!("s{w}"), *w, 4, Level::Crushed, NOW - MINUTE);
+        at_stop.stop_id = "S2".into();
+        reports.push(at_stop);
+    }
+    level(&estimate_with(&reports, trust).expect("an estimate"))
+}
+
+#[test]
+fn a_stop_seen_only_by_newcomers_splits_only_newcomers_reports() {
+    let riders: std::collections::BTreeSet<u64> = (1..=3).collect();
+    let with_nine = riders.iter().copied().chain([9]).collect();
+    // A newcomer at the stop: the established riders' older reports keep
+    // their weight.
+    assert_eq!(
+        empty_then_crushed_at_a_stop(&[9], &Standing(riders)),
+        Level::Empty
+    );
+    // The same rider with standing: the stop splits the reports.
+    assert_eq!(
+        empty_then_crushed_at_a_stop(&[9], &Standing(with_nine)),
+        Level::Crushed
+    );
+    // Nobody has standing yet: the newcomer's sighting splits the other
+    // newcomers' reports.
+    let nobody = Standing(std::collections::BTreeSet::new());
+    assert_eq!(empty_then_crushed_at_a_stop(&[9], &nobody), Level::Crushed);
 }
