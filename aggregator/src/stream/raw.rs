@@ -99,7 +99,8 @@ impl RawReader {
             )
             .await
             .map_err(|_| timed_out("setting up the connection"))??;
-            if let Some(text) = reply.strip_prefix(b"-") {
+            if let Some(line) = reply.strip_prefix(b"-") {
+                let text = line.strip_suffix(b"\r\n").unwrap_or(line);
                 return Err(server_error(&String::from_utf8_lossy(text)));
             }
         }
