@@ -779,7 +779,7 @@ struct Clock {
     stops: Vec<i64>,
     /// The same, of the stops a device with standing was seen at (or seen
     /// before witnesses were recorded): the stops established riders'
-    /// reports are split by ([`vouched`]).
+    /// reports are split by ([`vouched_for`]).
     vouched: Vec<i64>,
 }
 
@@ -866,8 +866,6 @@ impl<'a> Vote<'a> {
         let age_ms = clock.now_ms.saturating_sub(obs.observed_at_ms).max(0);
         let (trust, established) = trust.standing(obs.device);
         let newcomer = !established;
-        // 0.5^(age / half-life), as 2^-x: `exp2` is several times cheaper
-        // than `powf`.
         let splitting = clock.stops_for(established);
         let stops = stops_since(splitting, obs.observed_at_ms);
         // Since the train's latest stop the load has not changed: a report
@@ -879,6 +877,8 @@ impl<'a> Vote<'a> {
         } else {
             age_ms
         };
+        // 0.5^(age / half-life), as 2^-x: `exp2` is several times cheaper
+        // than `powf`.
         let decay = (-(age_ms as f64 / clock.half_life_ms)).exp2()
             * PAST_STOP_FACTOR.powi(i32::try_from(stops).unwrap_or(i32::MAX));
         let decay = decay.max(MIN_DECAY);
