@@ -429,13 +429,11 @@ pub fn estimate_given(
     let device_votes: Vec<(&Vote<'_>, f64)> =
         per_device.iter().map(|v| (*v, burst_factor(v))).collect();
     let train = cars::train_from_cars(&device_votes, scale, train);
-    let since_stop = per_device
-        .iter()
-        .any(|v| {
-            let stops = clock.stops_for(!v.newcomer);
-            !stops.is_empty() && stops_since(stops, v.obs.observed_at_ms) == 0
-        })
-        .then_some(train.pct);
+    let since_stop = (!clock.stops.is_empty()
+        && per_device
+            .iter()
+            .any(|v| stops_since(&clock.stops, v.obs.observed_at_ms) == 0))
+    .then_some(train.pct);
     let train = match ahead {
         Some(p) => ahead::blend(train, p),
         None => train,
@@ -834,8 +832,10 @@ fn stops_since(stops: &[i64], at_ms: i64) -> usize {
 /// established riders twentyfold, and the newcomers' capped share
 /// ([`NEWCOMER_FLOOR`]) is measured against that weight. So a sighting
 /// only newcomers made splits only newcomers' reports: it takes a witness
-/// with standing to split those of riders with standing. A sighting stored
-/// before witnesses were recorded (none) splits everything, as it did then.
+/// with standing to split those of riders with standing (the established
+/// riders' reports from before it merely age from then on, as reports from
+/// between stops do). A sighting stored before witnesses were recorded
+/// (none) splits everything, as it did then.
 fn vouched_for(seen: &StopSeen, trust: &impl Trust) -> bool {
     seen.witnesses.is_empty() || seen.witnesses.iter().any(|d| trust.established(*d))
 }
@@ -866,13 +866,16 @@ impl<'a> Vote<'a> {
         let age_ms = clock.now_ms.saturating_sub(obs.observed_at_ms).max(0);
         let (trust, established) = trust.standing(obs.device);
         let newcomer = !established;
-        let splitting = clock.stops_for(established);
-        let stops = stops_since(splitting, obs.observed_at_ms);
         // Since the train's latest stop the load has not changed: a report
         // from then loses at most half its weight. Before it, a report
         // describes a load that no longer exists, and keeps only
-        // PAST_STOP_FACTOR for each stop since.
-        let age_ms = if stops == 0 && !splitting.is_empty() {
+        // PAST_STOP_FACTOR for each stop since. A stop seen only by
+        // newcomers does not cut an established rider's report so
+        // ([`vouched_for`]), but it does end its claim to be current: from
+        // then on it ages like any report.
+        let stops = stops_since(clock.stops_for(established), obs.observed_at_ms);
+        let current = !clock.stops.is_empty() && stops_since(&clock.stops, obs.observed_at_ms) == 0;
+        let age_ms = if current {
             age_ms.min(clock.half_life_ms as i64)
         } else {
             age_ms
