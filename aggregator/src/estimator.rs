@@ -429,11 +429,10 @@ pub fn estimate_given(
     let device_votes: Vec<(&Vote<'_>, f64)> =
         per_device.iter().map(|v| (*v, burst_factor(v))).collect();
     let train = cars::train_from_cars(&device_votes, scale, train);
-    let since_stop = (!clock.stops.is_empty()
-        && per_device
-            .iter()
-            .any(|v| stops_since(&clock.stops, v.obs.observed_at_ms) == 0))
-    .then_some(train.pct);
+    let since_stop = per_device
+        .iter()
+        .any(|v| clock.is_current(v.obs.observed_at_ms))
+        .then_some(train.pct);
     let train = match ahead {
         Some(p) => ahead::blend(train, p),
         None => train,
@@ -773,55 +772,45 @@ struct Clock {
     /// The half-life, in milliseconds (at least 1).
     half_life_ms: f64,
     /// When the train was first seen at each of its recent stops, up to
-    /// now, earliest first: the stops newcomers' reports are split by.
-    stops: Vec<i64>,
-    /// The same, of the stops a device with standing was seen at (or seen
-    /// before witnesses were recorded): the stops established riders'
-    /// reports are split by ([`vouched_for`]).
-    vouched: Vec<i64>,
+    /// now, earliest first, and whether the sighting splits established
+    /// riders' reports too ([`vouched_for`]).
+    stops: Vec<(i64, bool)>,
 }
 
 impl Clock {
     fn new(now_ms: i64, params: &Params, state: &TrainState, trust: &impl Trust) -> Clock {
-        let mut stops = Vec::with_capacity(state.stops_seen.len());
-        let mut vouched = Vec::with_capacity(state.stops_seen.len());
-        for seen in state
+        let mut stops: Vec<(i64, bool)> = state
             .stops_seen
             .iter()
             .filter(|s| s.first_seen_ms <= now_ms)
-        {
-            stops.push(seen.first_seen_ms);
-            if vouched_for(seen, trust) {
-                vouched.push(seen.first_seen_ms);
-            }
-        }
+            .map(|s| (s.first_seen_ms, vouched_for(s, trust)))
+            .collect();
         stops.sort_unstable();
-        vouched.sort_unstable();
         Clock {
             oldest: now_ms.saturating_sub(params.window_ms),
             newest: now_ms.saturating_add(params.max_future_ms),
             now_ms,
             half_life_ms: params.half_life_ms.max(1) as f64,
             stops,
-            vouched,
         }
     }
 
-    /// The stops that split the reports of a device with standing
-    /// (`established`) or of a newcomer.
-    fn stops_for(&self, established: bool) -> &[i64] {
-        if established {
-            &self.vouched
-        } else {
-            &self.stops
-        }
+    /// Stops seen after `at_ms` that split the reports of a device with
+    /// standing (`established`) or of a newcomer: how many times the load
+    /// an observation from then describes has changed since.
+    fn stops_since(&self, at_ms: i64, established: bool) -> usize {
+        let after = self.stops.partition_point(|(t, _)| *t <= at_ms);
+        self.stops[after..]
+            .iter()
+            .filter(|(_, vouched)| *vouched || !established)
+            .count()
     }
-}
 
-/// Stops in `stops` (ascending) seen after `at_ms`: how many times the load
-/// an observation from then describes has changed since.
-fn stops_since(stops: &[i64], at_ms: i64) -> usize {
-    stops.len() - stops.partition_point(|t| *t <= at_ms)
+    /// Whether a report from `at_ms` still describes the load: the train
+    /// was seen at a stop, and at none since.
+    fn is_current(&self, at_ms: i64) -> bool {
+        self.stops.last().is_some_and(|(t, _)| *t <= at_ms)
+    }
 }
 
 /// Whether a stop sighting splits the reports of established riders.
@@ -873,9 +862,8 @@ impl<'a> Vote<'a> {
         // newcomers does not cut an established rider's report so
         // ([`vouched_for`]), but it does end its claim to be current: from
         // then on it ages like any report.
-        let stops = stops_since(clock.stops_for(established), obs.observed_at_ms);
-        let current = !clock.stops.is_empty() && stops_since(&clock.stops, obs.observed_at_ms) == 0;
-        let age_ms = if current {
+        let stops = clock.stops_since(obs.observed_at_ms, established);
+        let age_ms = if clock.is_current(obs.observed_at_ms) {
             age_ms.min(clock.half_life_ms as i64)
         } else {
             age_ms

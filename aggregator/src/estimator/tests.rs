@@ -324,19 +324,17 @@ fn estimate_with(reports: &[StoredReport], trust: &impl Trust) -> Option<Occupan
     estimate(&state, NOW, &params, trust)
 }
 
+/// Four riders (devices 0 to 3, cars 1 to 4) who found the train with many
+/// seats at `at`.
+fn four_riders_with_many_seats(at: i64) -> Vec<StoredReport> {
+    (0..4)
+        .map(|d| report(&format!("h{d}"), d, 1 + d as u32, Level::ManySeats, at))
+        .collect()
+}
+
 #[test]
 fn a_swarm_of_fresh_devices_cannot_outvote_established_riders() {
-    let mut reports: Vec<StoredReport> = (0..4)
-        .map(|d| {
-            report(
-                &format!("h{d}"),
-                d,
-                1 + d as u32,
-                Level::ManySeats,
-                NOW - MINUTE,
-            )
-        })
-        .collect();
+    let mut reports = four_riders_with_many_seats(NOW - MINUTE);
     for d in 100..150u64 {
         reports.push(report(
             &format!("s{d}"),
@@ -796,17 +794,7 @@ fn newcomers_naming_a_stop_cannot_silence_the_established_riders() {
     // stop to split every report, the earlier ones would keep a twentieth
     // of their weight and the newcomers' cap would be measured against
     // almost nothing.
-    let mut reports: Vec<StoredReport> = (0..4)
-        .map(|d| {
-            report(
-                &format!("h{d}"),
-                d,
-                1 + d as u32,
-                Level::ManySeats,
-                NOW - 2 * MINUTE,
-            )
-        })
-        .collect();
+    let mut reports = four_riders_with_many_seats(NOW - 2 * MINUTE);
     for d in 100..102u64 {
         let mut r = report(&format!("s{d}"), d, 5 + d as u32 % 2, Level::Full, NOW);
         r.stop_id = "FAKE".into();

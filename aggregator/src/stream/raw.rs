@@ -70,12 +70,16 @@ impl RawReader {
         })
     }
 
-    /// Opens the connection if it is not open: TCP, then `AUTH` and
-    /// `SELECT` as the URL asks.
+    /// Opens the connection if it is not open.
     pub(crate) async fn connect(&mut self) -> RedisResult<()> {
-        if self.con.is_some() {
-            return Ok(());
+        if self.con.is_none() {
+            self.con = Some(self.open().await?);
         }
+        Ok(())
+    }
+
+    /// A new connection: TCP, then `AUTH` and `SELECT` as the URL asks.
+    async fn open(&mut self) -> RedisResult<TcpStream> {
         let addr = (self.host.as_str(), self.port);
         let mut con = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
             .await
@@ -104,8 +108,7 @@ impl RawReader {
                 return Err(server_error(&String::from_utf8_lossy(text)));
             }
         }
-        self.con = Some(con);
-        Ok(())
+        Ok(con)
     }
 
     /// Sends `cmd`, an `XREADGROUP`, and reads its reply.
@@ -113,11 +116,11 @@ impl RawReader {
         &mut self,
         cmd: &redis::Cmd,
     ) -> RedisResult<Vec<(String, Vec<Entry>)>> {
-        self.connect().await?;
         // Out of `self` while in use: if this read is cancelled halfway,
         // the connection (with half a reply on it) goes with it.
-        let Some(mut con) = self.con.take() else {
-            return Err(timed_out("connecting"));
+        let mut con = match self.con.take() {
+            Some(con) => con,
+            None => self.open().await?,
         };
         let reply = tokio::time::timeout(
             self.response_timeout,

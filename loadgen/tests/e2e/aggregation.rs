@@ -64,7 +64,11 @@ async fn append_all(con: &mut MultiplexedConnection, reports: &[Report]) {
 }
 
 async fn connect(redis: &RedisServer) -> MultiplexedConnection {
-    redis::Client::open(redis.url())
+    connect_to(&redis.url()).await
+}
+
+async fn connect_to(url: &str) -> MultiplexedConnection {
+    redis::Client::open(url)
         .expect("url")
         .get_multiplexed_async_connection()
         .await
@@ -72,12 +76,15 @@ async fn connect(redis: &RedisServer) -> MultiplexedConnection {
 }
 
 fn config(redis: &RedisServer, extra: &[&str]) -> Config {
-    let url = redis.url();
+    config_for(&redis.url(), extra)
+}
+
+fn config_for(url: &str, extra: &[&str]) -> Config {
     let partitions = PARTITIONS.to_string();
     let mut args = vec![
         "crowd-aggregator",
         "--redis-url",
-        &url,
+        url,
         "--partitions",
         &partitions,
     ];
@@ -295,34 +302,19 @@ async fn an_aggregator_logs_in_and_selects_the_database_of_its_url() {
     .expect("redis-server starts");
     let url_of = |db: u32| format!("redis://crowd:s3cret@127.0.0.1:{}/{db}", redis.port());
     let url = url_of(3);
-    let client = redis::Client::open(url.as_str()).expect("url");
-    let mut con = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
+    let mut con = connect_to(&url).await;
     let t = trip("AGG-DB3");
     for device in 1..=3u64 {
         let r = stored(&format!("db{device}"), device, &t, 1, Level::Full);
         append(&mut con, &r).await;
     }
-    let partitions = PARTITIONS.to_string();
-    let aggregator = spawn(<Config as clap::Parser>::parse_from([
-        "crowd-aggregator",
-        "--redis-url",
-        &url,
-        "--partitions",
-        &partitions,
-    ]));
+    let aggregator = spawn(config_for(&url, &[]));
     wait_for_state(&mut con, &t, Duration::from_secs(5), |s| {
         s.reports_counted == 3
     })
     .await;
     assert_eq!(pending(&mut con, &t).await, 0);
-    let mut default_db = redis::Client::open(url_of(0))
-        .expect("url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
+    let mut default_db = connect_to(&url_of(0)).await;
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg("*")
         .query_async(&mut default_db)
