@@ -47,6 +47,7 @@ use std::future::Future;
 
 pub use config::{Config, FaultInjection};
 pub use error::AggregatorError;
+pub use reputation_store::save as save_reputation;
 
 /// Decodes a committed train state (`crowd:{k}:state:<trip>`), for tools and
 /// tests that audit what the aggregator counted.

@@ -197,6 +197,11 @@ impl Reputation {
         self.forgettings
     }
 
+    /// Every remembered device with its score.
+    pub fn scores(&self) -> impl Iterator<Item = (u64, f64)> + '_ {
+        self.scores.iter().map(|(device, score)| (*device, *score))
+    }
+
     /// Devices currently remembered.
     pub fn len(&self) -> usize {
         self.scores.len()

@@ -92,6 +92,27 @@ impl ReputationStore {
     }
 }
 
+/// Writes every score of `reputation` into the shared scores, replacing
+/// those of the same devices: how a fresh service is given what was learnt
+/// elsewhere (the quality run's earlier mornings, `loadgen quality`).
+pub async fn save(
+    con: &mut (impl redis::aio::ConnectionLike + Send),
+    reputation: &Reputation,
+) -> redis::RedisResult<()> {
+    let pairs: Vec<(String, f64)> = reputation
+        .scores()
+        .map(|(device, score)| (field(device), score))
+        .collect();
+    for chunk in pairs.chunks(1_000) {
+        let _: i64 = redis::cmd("HSET")
+            .arg(REPUTATION)
+            .arg(chunk)
+            .query_async(con)
+            .await?;
+    }
+    Ok(())
+}
+
 /// The hash field of a device: its hash as 16 hex digits.
 pub(crate) fn field(device: u64) -> String {
     format!("{device:016x}")

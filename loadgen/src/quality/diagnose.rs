@@ -22,20 +22,16 @@
 
 use std::collections::BTreeMap;
 
-use chrono::TimeDelta;
-use crowd_aggregator::estimator::{self, Applied};
-use crowd_proto::codec::report_to_stored;
-use crowd_proto::domain::DeviceHasher;
+use chrono::{NaiveDateTime, TimeDelta};
+use crowd_aggregator::estimator::{self, Applied, Params};
+use crowd_proto::domain::TripKey;
 use crowd_proto::level::Level;
 use crowd_proto::pb::store::{StoredReport, TrainState};
-use crowd_proto::validate::{Limits, validate_report};
 
 use super::play::Plan;
-use super::replay::Model;
+use super::replay::{Event, Model, morning};
 use crate::sim::truth::level_of;
-use crate::sim::{Network, ReporterKind, Simulation};
-
-const STEP_MS: i64 = 1_000;
+use crate::sim::{ReporterKind, TrainTruth};
 
 /// One accepted report with what the simulator knows about it.
 #[derive(Debug, Clone)]
@@ -70,83 +66,31 @@ impl Score {
     }
 }
 
-/// Replays `plan` and prints the oracles' numbers.
-pub fn diagnose(plan: &Plan, name: &str) {
-    let (params, wall) = super::replay::compressed(plan);
-    let hasher = DeviceHasher::new("quality-replay");
-    let limits = Limits::default();
-    let mut sim = Simulation::new(Network::sample(), plan.scenario.clone(), plan.seed);
-    sim.advance_to(plan.from);
-    let mut model = Model::new(params);
-    let mut logs: BTreeMap<String, Vec<Logged>> = BTreeMap::new();
-    let per_step = plan.reports_per_sim_minute * STEP_MS as f64 / 60_000.0;
-    let mut owed = 0.0;
-    let mut t = plan.from;
-    let mut next_round = plan.from + TimeDelta::minutes(1);
-    let names = [
-        "published",
-        "segment only",
-        "cars seen now (window)",
-        "cars seen now (segment)",
-        "perfect riders",
-        "perfect riders, segment",
-        "per-car mean, segment",
-        "per-car mean, window decayed",
-        "per-car mean, segment, all kinds",
-        "per-car mean, seg+prev decayed",
-    ];
-    let mut scores = vec![Score::default(); names.len()];
-    let mut near_edge = 0.0;
-    let mut fresh_share = 0.0;
-    let mut no_segment_report = 0.0;
-    loop {
-        t += TimeDelta::milliseconds(STEP_MS);
-        if t >= plan.until {
-            break;
-        }
-        sim.advance_to(t);
-        let now = wall(t);
-        let now_ms = now.timestamp_millis();
-        owed += per_step;
-        let truths = sim.trains();
-        while owed >= 1.0 {
-            owed -= 1.0;
-            let Some(sent) = sim.sample_report(now) else {
-                continue;
-            };
-            let Ok(report) = validate_report(&sent.report, &limits, &hasher, now) else {
-                continue;
-            };
-            let stored = report_to_stored(&report, now);
-            let key = report.trip.canonical();
-            if model.apply(&stored, now_ms) != Applied::Counted {
-                continue;
-            }
-            if let Some(truth) = truths.iter().find(|x| {
-                x.trip.trip_id == stored.trip_id && x.trip.start_date == stored.start_date
-            }) {
-                let segment = (truth.progress * 1000.0) as usize;
-                let segment = segment_of(&truth.last_stop, segment);
-                let car = stored.carriage_sequence as usize;
-                let true_pct = if car >= 1 && car <= truth.cars.len() {
-                    truth.cars[car - 1].percentage
-                } else {
-                    truth.percentage
-                };
-                logs.entry(key).or_default().push(Logged {
-                    stored,
-                    kind: sent.reporter,
-                    segment,
-                    true_pct,
-                });
-            }
-        }
-        model.publish(now_ms);
-        if t < next_round {
-            continue;
-        }
-        next_round += TimeDelta::minutes(1);
-        for truth in &truths {
+/// The oracles' counts over the rounds.
+#[derive(Debug, Default)]
+struct Oracles {
+    /// One per oracle, the published estimate first.
+    scores: Vec<Score>,
+    /// Rounds whose truth was within 5 points of a level's edge.
+    near_edge: f64,
+    /// Sum over rounds of the share of window reports from the current segment.
+    fresh_share: f64,
+    /// Rounds with no report since the train's last stop.
+    no_segment_report: f64,
+}
+
+impl Oracles {
+    /// Scores every supported train estimate of one round against the oracles.
+    fn round(
+        &mut self,
+        plan: &Plan,
+        params: &Params,
+        truths: &[TrainTruth],
+        model: &Model,
+        logs: &BTreeMap<String, Vec<Logged>>,
+        now_ms: i64,
+    ) {
+        for truth in truths {
             let key = truth_key(&truth.trip);
             let Some(est) = model.published.get(&key) else {
                 continue;
@@ -163,9 +107,9 @@ pub fn diagnose(plan: &Plan, name: &str) {
                 .iter()
                 .any(|e| (pct - e).abs() < 5.0);
             if edge {
-                near_edge += 1.0;
+                self.near_edge += 1.0;
             }
-            scores[0].add(level, f64::from(est.occupancy_percentage), tl, pct);
+            self.scores[0].add(level, f64::from(est.occupancy_percentage), tl, pct);
             let log = logs.get(&key).map(Vec::as_slice).unwrap_or(&[]);
             let oldest = now_ms - params.window_ms;
             let in_window: Vec<&Logged> = log
@@ -178,9 +122,9 @@ pub fn diagnose(plan: &Plan, name: &str) {
                 .copied()
                 .filter(|l| l.segment == current)
                 .collect();
-            fresh_share += seg.len() as f64 / in_window.len().max(1) as f64;
+            self.fresh_share += seg.len() as f64 / in_window.len().max(1) as f64;
             if seg.is_empty() {
-                no_segment_report += 1.0;
+                self.no_segment_report += 1.0;
             }
             // Segment only.
             let by_estimator = |reports: &[&Logged], perfect: bool| {
@@ -191,18 +135,18 @@ pub fn diagnose(plan: &Plan, name: &str) {
                         r.level = level_of(l.true_pct).number() as u32;
                         r.occupancy_percentage = None;
                     }
-                    estimator::apply(&mut s, &r, &params);
+                    estimator::apply(&mut s, &r, params);
                 }
-                estimator::estimate(&s, now_ms, &params, &model.reputation)
+                estimator::estimate(&s, now_ms, params, &model.reputation)
             };
             match by_estimator(&seg, false) {
-                Some(e) => scores[1].add(
+                Some(e) => self.scores[1].add(
                     Level::from_number(e.level).unwrap_or(level),
                     f64::from(e.occupancy_percentage),
                     tl,
                     pct,
                 ),
-                None => scores[1].add(level, f64::from(est.occupancy_percentage), tl, pct),
+                None => self.scores[1].add(level, f64::from(est.occupancy_percentage), tl, pct),
             }
             let cars_mean = |reports: &[&Logged]| {
                 let mut cars: Vec<u32> = reports
@@ -224,19 +168,19 @@ pub fn diagnose(plan: &Plan, name: &str) {
             };
             for (i, reports) in [(2, &in_window), (3, &seg)] {
                 match cars_mean(reports) {
-                    Some(m) => scores[i].add(level_of(m), m, tl, pct),
-                    None => scores[i].add(level, f64::from(est.occupancy_percentage), tl, pct),
+                    Some(m) => self.scores[i].add(level_of(m), m, tl, pct),
+                    None => self.scores[i].add(level, f64::from(est.occupancy_percentage), tl, pct),
                 }
             }
             for (i, reports) in [(4, &in_window), (5, &seg)] {
                 match by_estimator(reports, true) {
-                    Some(e) => scores[i].add(
+                    Some(e) => self.scores[i].add(
                         Level::from_number(e.level).unwrap_or(level),
                         f64::from(e.occupancy_percentage),
                         tl,
                         pct,
                     ),
-                    None => scores[i].add(level, f64::from(est.occupancy_percentage), tl, pct),
+                    None => self.scores[i].add(level, f64::from(est.occupancy_percentage), tl, pct),
                 }
             }
             for (i, honest_only, mode) in [(6, true, 1), (7, true, 0), (8, false, 1), (9, true, 2)]
@@ -284,15 +228,92 @@ pub fn diagnose(plan: &Plan, name: &str) {
                     e.1 += w;
                 }
                 if per_car.is_empty() {
-                    scores[i].add(level, f64::from(est.occupancy_percentage), tl, pct);
+                    self.scores[i].add(level, f64::from(est.occupancy_percentage), tl, pct);
                 } else {
                     let m =
                         per_car.values().map(|(s, n)| s / n).sum::<f64>() / per_car.len() as f64;
-                    scores[i].add(level_of(m), m, tl, pct);
+                    self.scores[i].add(level_of(m), m, tl, pct);
                 }
             }
         }
     }
+}
+
+/// Replays `plan` and prints the oracles' numbers.
+pub fn diagnose(plan: &Plan, name: &str) {
+    let (params, wall) = super::replay::compressed(plan);
+    let mut logs: BTreeMap<String, Vec<Logged>> = BTreeMap::new();
+    // The trains' truths, taken once per simulated second.
+    let mut truths: (Option<NaiveDateTime>, Vec<TrainTruth>) = (None, Vec::new());
+    let mut next_round = plan.from + TimeDelta::minutes(1);
+    let names = [
+        "published",
+        "segment only",
+        "cars seen now (window)",
+        "cars seen now (segment)",
+        "perfect riders",
+        "perfect riders, segment",
+        "per-car mean, segment",
+        "per-car mean, window decayed",
+        "per-car mean, segment, all kinds",
+        "per-car mean, seg+prev decayed",
+    ];
+    let mut oracles = Oracles {
+        scores: vec![Score::default(); names.len()],
+        ..Oracles::default()
+    };
+    morning(plan, |t, event, sim, model| {
+        if truths.0 != Some(t) {
+            truths = (Some(t), sim.trains());
+        }
+        let truths = &truths.1;
+        let now_ms = wall(t).timestamp_millis();
+        let (sent, stored) = match event {
+            Event::Applied {
+                sent,
+                stored,
+                applied: Applied::Counted,
+            } => (sent, stored),
+            Event::Applied { .. } | Event::Invalid => return,
+            Event::Published => {
+                if t >= next_round {
+                    next_round += TimeDelta::minutes(1);
+                    oracles.round(plan, &params, truths, model, &logs, now_ms);
+                }
+                return;
+            }
+        };
+        if let Some(truth) = truths
+            .iter()
+            .find(|x| x.trip.trip_id == stored.trip_id && x.trip.start_date == stored.start_date)
+        {
+            let segment = (truth.progress * 1000.0) as usize;
+            let segment = segment_of(&truth.last_stop, segment);
+            let car = stored.carriage_sequence as usize;
+            let true_pct = if car >= 1 && car <= truth.cars.len() {
+                truth.cars[car - 1].percentage
+            } else {
+                truth.percentage
+            };
+            let key = TripKey {
+                trip_id: stored.trip_id.clone(),
+                start_date: stored.start_date.clone(),
+            }
+            .canonical();
+            logs.entry(key).or_default().push(Logged {
+                stored: stored.clone(),
+                kind: sent.reporter,
+                segment,
+                true_pct,
+            });
+        }
+    });
+    let Oracles {
+        scores,
+        near_edge,
+        fresh_share,
+        no_segment_report,
+    } = oracles;
     let n = scores[0].n.max(1.0);
     println!(
         "diagnosis of {name} (seed {}), {} supported estimates:",

@@ -25,7 +25,7 @@ pub mod play;
 pub mod replay;
 pub mod tally;
 
-use chrono::{NaiveDateTime, NaiveTime, TimeDelta, Utc};
+use chrono::{NaiveDate, NaiveDateTime, NaiveTime, TimeDelta};
 use serde::Serialize;
 
 use crate::sim::Scenario;
@@ -38,6 +38,17 @@ pub struct QualityArgs {
     /// Simulated time of day the rush starts at (HH:MM).
     #[arg(long, default_value = "07:45")]
     pub start: String,
+    /// Simulated service day (YYYY-MM-DD). The simulated trains' loads are
+    /// drawn from the seed and the day, so a fixed day makes a seed replay
+    /// the same morning whenever it is run.
+    #[arg(long, default_value = "2026-11-26")]
+    pub date: String,
+    /// Mornings played before the scored one, unscored, so that the service
+    /// knows its regular riders as it would in operation (riders take the
+    /// same train every day); only what it learnt of them is kept. 0 scores
+    /// a service on its first morning, when nobody has standing yet.
+    #[arg(long, default_value_t = 1)]
+    pub warm_up_days: u32,
     /// Simulated minutes played per scenario.
     #[arg(long, default_value_t = 60)]
     pub minutes: i64,
@@ -102,7 +113,9 @@ pub async fn run(args: &QualityArgs) -> anyhow::Result<Quality> {
     anyhow::ensure!(args.minutes > 0, "--minutes must be > 0");
     let start = NaiveTime::parse_from_str(&args.start, "%H:%M")
         .map_err(|_| anyhow::anyhow!("--start {:?}: expected HH:MM", args.start))?;
-    let from = NaiveDateTime::new(Utc::now().date_naive(), start);
+    let date = NaiveDate::parse_from_str(&args.date, "%Y-%m-%d")
+        .map_err(|_| anyhow::anyhow!("--date {:?}: expected YYYY-MM-DD", args.date))?;
+    let from = NaiveDateTime::new(date, start);
     let until = from + TimeDelta::minutes(args.minutes);
     let plan = |scenario: Scenario| Plan {
         scenario,
@@ -114,6 +127,7 @@ pub async fn run(args: &QualityArgs) -> anyhow::Result<Quality> {
         score_every_minutes: 1,
         min_reporters: args.min_reporters,
         follow: None,
+        warm_up_days: args.warm_up_days,
     };
 
     if args.diagnose {

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{NaiveDateTime, TimeDelta, Timelike, Utc};
+use crowd_proto::domain::DeviceHasher;
 use crowd_proto::level::Level;
 use crowd_proto::pb::v1::occupancy_service_client::OccupancyServiceClient;
 use crowd_proto::pb::v1::report_service_client::ReportServiceClient;
@@ -29,6 +30,10 @@ pub(crate) const SERVICE_HALF_LIFE_SECS: f64 =
     crowd_aggregator::estimator::DEFAULT_HALF_LIFE_MS as f64 / 1000.0;
 pub(crate) const SERVICE_WINDOW_SECS: f64 =
     crowd_aggregator::estimator::DEFAULT_WINDOW_MS as f64 / 1000.0;
+
+/// The stack's device-hashing secret, set rather than inherited from the
+/// environment: the warm-up must hash device ids as the server does.
+const DEVICE_SECRET: &str = "quality-run";
 
 /// How one scenario is played.
 #[derive(Debug, Clone)]
@@ -48,6 +53,8 @@ pub struct Plan {
     pub min_reporters: u32,
     /// Follow this train round by round (the swarm's target).
     pub follow: Option<TripRef>,
+    /// Mornings the service saw before this one (see [`super::replay::warm_up`]).
+    pub warm_up_days: u32,
 }
 
 /// What one scenario measured.
@@ -84,12 +91,39 @@ pub async fn play(plan: &Plan) -> anyhow::Result<Played> {
             "--window-secs".into(),
             window.to_string(),
         ],
+        server_args: vec!["--device-secret".into(), DEVICE_SECRET.into()],
         ..StackOptions::default()
     })
     .await?;
-    let result = drive(&stack, plan).await;
+    let result = match remember_earlier_mornings(&stack, plan).await {
+        Ok(()) => drive(&stack, plan).await,
+        Err(e) => Err(e),
+    };
     stack.shutdown().await?;
     result
+}
+
+/// Gives the stack's aggregator what the service would know of its riders
+/// after `plan.warm_up_days` mornings: the pure model learns it from a
+/// replay of those mornings with the server's device hashing, and it is
+/// written into the shared reputation scores before the first report. A
+/// stacked warm-up would take as long as the morning itself again, and
+/// what is kept, each device's score, is the model's either way.
+async fn remember_earlier_mornings(stack: &Stack, plan: &Plan) -> anyhow::Result<()> {
+    if plan.warm_up_days == 0 {
+        return Ok(());
+    }
+    let hasher = DeviceHasher::new(DEVICE_SECRET);
+    let learnt = super::replay::warm_up(plan, &hasher);
+    let client = redis::Client::open(stack.redis_url()).context("redis url")?;
+    let mut con = client
+        .get_multiplexed_async_connection()
+        .await
+        .context("connecting to redis")?;
+    crowd_aggregator::save_reputation(&mut con, &learnt)
+        .await
+        .context("saving the warm-up's reputation")?;
+    Ok(())
 }
 
 async fn drive(stack: &Stack, plan: &Plan) -> anyhow::Result<Played> {

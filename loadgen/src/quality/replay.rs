@@ -29,25 +29,114 @@ use crowd_proto::pb::v1::OccupancyEstimate;
 use crowd_proto::validate::{Limits, validate_report};
 
 use super::play::{Plan, Played, SERVICE_HALF_LIFE_SECS, SERVICE_WINDOW_SECS};
-use crate::sim::{Network, Simulation};
+use crate::sim::{Network, SimReport, Simulation};
 
 /// Simulated milliseconds per replay step (one aggregator batch).
 const STEP_MS: i64 = 1_000;
 
+/// Device ids are hashed with this secret in a replay.
+const REPLAY_SECRET: &str = "quality-replay";
+
 /// Plays `plan` through the pure estimator and returns the rounds.
 pub fn replay(plan: &Plan) -> Played {
-    let (params, wall) = compressed(plan);
-    let hasher = DeviceHasher::new("quality-replay");
-    let limits = Limits::default();
-
-    let mut sim = Simulation::new(Network::sample(), plan.scenario.clone(), plan.seed);
-    sim.advance_to(plan.from);
-    let mut model = Model::new(params);
     let mut played = Played::default();
+    let mut next_round = plan.from + TimeDelta::minutes(plan.score_every_minutes.max(1));
+    morning(plan, |t, event, sim, model| match event {
+        Event::Applied { applied, .. } => match applied {
+            Applied::Counted => played.acks.0 += 1,
+            Applied::Duplicate => played.acks.2 += 1,
+            Applied::Rejected => played.acks.1 += 1,
+        },
+        Event::Invalid => played.acks.1 += 1,
+        Event::Published => {
+            if played.target.is_none() {
+                played.target = sim.swarm_target().cloned();
+            }
+            if t < next_round {
+                return;
+            }
+            next_round += TimeDelta::minutes(plan.score_every_minutes.max(1));
+            let truths = sim.trains();
+            if truths.is_empty() {
+                return;
+            }
+            let estimates: Vec<OccupancyEstimate> = model.published.values().cloned().collect();
+            played.round(plan, &truths, &estimates, t);
+        }
+    });
+    played
+}
+
+/// Plays `plan`'s morning through a fresh model that knows the riders of
+/// the mornings before ([`warm_up`]); `on` hears of it as [`steps`] goes.
+pub(super) fn morning(plan: &Plan, on: impl FnMut(NaiveDateTime, Event<'_>, &Simulation, &Model)) {
+    let (params, wall) = compressed(plan);
+    let hasher = DeviceHasher::new(REPLAY_SECRET);
+    let mut model = Model::new(params);
+    model.reputation = warm_up(plan, &hasher);
+    let mut sim = Simulation::new(Network::sample(), plan.scenario.clone(), plan.seed);
+    steps(plan, &mut sim, &mut model, &hasher, &wall, on);
+}
+
+/// What the service learnt of its riders on the `plan.warm_up_days`
+/// mornings before `plan`'s: the same stretch of each day, with the same
+/// riders and devices (a rider takes the same train every day) but no
+/// swarm, played through the pure model with device ids hashed by
+/// `hasher`. Only the reputation is kept: trains, profiles and estimates of
+/// earlier days would have expired by the next morning.
+pub fn warm_up(plan: &Plan, hasher: &DeviceHasher) -> Reputation {
+    let (params, wall) = compressed(plan);
+    let mut reputation = Reputation::new();
+    for days_before in (1..=i64::from(plan.warm_up_days)).rev() {
+        let shift = TimeDelta::days(days_before);
+        let mut scenario = plan.scenario.clone();
+        scenario.swarm = None;
+        let day = Plan {
+            scenario,
+            from: plan.from - shift,
+            until: plan.until - shift,
+            ..plan.clone()
+        };
+        let mut sim = Simulation::new(Network::sample(), day.scenario.clone(), day.seed);
+        let mut model = Model::new(params);
+        model.reputation = reputation;
+        steps(&day, &mut sim, &mut model, hasher, &wall, |_, _, _, _| {});
+        reputation = model.reputation;
+    }
+    reputation
+}
+
+/// What [`steps`] tells its caller as it goes.
+pub(super) enum Event<'a> {
+    /// A report passed validation and was applied.
+    Applied {
+        sent: &'a SimReport,
+        stored: &'a StoredReport,
+        applied: Applied,
+    },
+    /// A report failed validation.
+    Invalid,
+    /// The second ended: the trains its reports touched were published.
+    Published,
+}
+
+/// Steps `sim` and `model` through `plan`'s stretch of the day, one
+/// simulated second (one aggregator batch) at a time: the second's reports
+/// are validated and applied, then the trains they touched are published;
+/// `on` hears of each (with the simulated second) as it happens.
+fn steps(
+    plan: &Plan,
+    sim: &mut Simulation,
+    model: &mut Model,
+    hasher: &DeviceHasher,
+    wall: &impl Fn(NaiveDateTime) -> DateTime<Utc>,
+    mut on: impl FnMut(NaiveDateTime, Event<'_>, &Simulation, &Model),
+) {
+    let limits = Limits::default();
+    sim.advance_to(plan.from);
     let per_step = plan.reports_per_sim_minute * STEP_MS as f64 / 60_000.0;
     let mut owed = 0.0;
     let mut t = plan.from;
-    let mut next_round = plan.from + TimeDelta::minutes(plan.score_every_minutes.max(1));
     loop {
         t += TimeDelta::milliseconds(STEP_MS);
         // Like the stacked run: nothing at or after the end.
@@ -63,31 +152,22 @@ pub fn replay(plan: &Plan) -> Played {
             let Some(sent) = sim.sample_report(now) else {
                 continue;
             };
-            let Ok(report) = validate_report(&sent.report, &limits, &hasher, now) else {
-                played.acks.1 += 1;
+            let Ok(report) = validate_report(&sent.report, &limits, hasher, now) else {
+                on(t, Event::Invalid, sim, model);
                 continue;
             };
-            match model.apply(&report_to_stored(&report, now), now_ms) {
-                Applied::Counted => played.acks.0 += 1,
-                Applied::Duplicate => played.acks.2 += 1,
-                Applied::Rejected => played.acks.1 += 1,
-            }
+            let stored = report_to_stored(&report, now);
+            let applied = model.apply(&stored, now_ms);
+            let event = Event::Applied {
+                sent: &sent,
+                stored: &stored,
+                applied,
+            };
+            on(t, event, sim, model);
         }
         model.publish(now_ms);
-        if played.target.is_none() {
-            played.target = sim.swarm_target().cloned();
-        }
-        if t >= next_round {
-            next_round += TimeDelta::minutes(plan.score_every_minutes.max(1));
-            let truths = sim.trains();
-            if truths.is_empty() {
-                continue;
-            }
-            let estimates: Vec<OccupancyEstimate> = model.published.values().cloned().collect();
-            played.round(plan, &truths, &estimates, t);
-        }
+        on(t, Event::Published, sim, model);
     }
-    played
 }
 
 /// The aggregator's model in one thread: train states, device reputation
@@ -204,6 +284,7 @@ mod tests {
             score_every_minutes: 1,
             min_reporters: 3,
             follow: None,
+            warm_up_days: 0,
         }
     }
 
@@ -218,5 +299,27 @@ mod tests {
         assert_eq!(b.all.numbers(), numbers);
         assert_eq!(b.supported.numbers(), a.supported.numbers());
         assert_eq!(b.acks, a.acks);
+    }
+
+    #[test]
+    fn a_warm_up_morning_gives_the_regular_riders_standing() {
+        use crowd_aggregator::reputation::ESTABLISHED_SCORE;
+
+        let hasher = DeviceHasher::new(REPLAY_SECRET);
+        assert!(warm_up(&plan(20), &hasher).is_empty());
+        let warm = |minutes| Plan {
+            warm_up_days: 1,
+            ..plan(minutes)
+        };
+        let learnt = warm_up(&warm(20), &hasher);
+        let established = learnt
+            .scores()
+            .filter(|(_, score)| *score >= ESTABLISHED_SCORE)
+            .count();
+        assert!(established >= 10, "{established} of {}", learnt.len());
+        // The same riders come back the next morning, and are weighed so.
+        let (cold, warm) = (replay(&plan(20)), replay(&warm(20)));
+        assert_eq!(cold.acks, warm.acks);
+        assert_ne!(cold.all.numbers(), warm.all.numbers());
     }
 }

@@ -839,6 +839,41 @@ async fn device_reputation_is_learnt_and_shared_through_redis() {
 }
 
 #[tokio::test]
+async fn a_saved_reputation_is_what_the_aggregator_weighs() {
+    use crowd_aggregator::reputation::{MAX_SCORE, Reputation};
+
+    let redis = RedisServer::start();
+    let mut con = connect(&redis).await;
+    // Device 1 earned its standing elsewhere (another service's mornings,
+    // as in `loadgen quality`); devices 2, 3 and 4 are new.
+    let mut learnt = Reputation::new();
+    learnt.remember(1, MAX_SCORE);
+    crowd_aggregator::save_reputation(&mut con, &learnt)
+        .await
+        .expect("saved");
+    let t = trip("AGG-SAVED");
+    append(&mut con, &stored("v1", 1, &t, 1, Level::Empty)).await;
+    for device in 2..=4 {
+        append(
+            &mut con,
+            &stored(&format!("v{device}"), device, &t, 1, Level::Full),
+        )
+        .await;
+    }
+    let aggregator = spawn(config(&redis, &[]));
+    wait_for_state(&mut con, &t, Duration::from_secs(5), |s| {
+        s.reports_counted == 4
+    })
+    .await;
+    let estimate = estimate_of(&mut con, &t).await.expect("an estimate");
+    aggregator.shutdown().await.expect("clean shutdown");
+    // Four newcomers would make it FULL, three against one; the rider with
+    // standing outweighs the fresh devices together.
+    let level = Level::from_number(estimate.level).expect("a level");
+    assert!(level.distance(Level::Empty) <= 1, "{estimate:?}");
+}
+
+#[tokio::test]
 async fn estimates_say_how_they_compare_with_the_usual_and_feed_the_baseline() {
     use crowd_aggregator::baseline::hour_of_week;
     use crowd_proto::pb::store::BaselineCell;
