@@ -4,7 +4,7 @@
 //! - [`score`]: compares published estimates with that truth.
 //! - [`driver`]: the open-loop load driver behind `loadgen run`.
 //! - [`demo`]: `loadgen demo`, the whole system on one machine.
-//! - [`bench`]: `loadgen bench`, the end-to-end benchmark runner.
+//! - [`bench`](mod@bench): `loadgen bench`, the end-to-end benchmark runner.
 //! - [`quality`]: `loadgen quality`, estimate quality against the truth.
 //! - [`redis_process`] and [`stack`]: private redis-server processes and
 //!   in-process servers and aggregators, for the demo and for tests.

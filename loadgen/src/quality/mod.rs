@@ -10,6 +10,11 @@
 //!    the swarm's target would have been estimated without the swarm (played
 //!    from the same start, so that both runs learnt the same reputations).
 //!
+//! Each stack starts knowing the riders of the mornings before
+//! (`--warm-up-days`, [`replay::warm_up`]), as a service in operation does,
+//! and the simulated day is fixed (`--date`), so a seed always means the
+//! same morning.
+//!
 //! Accuracy rounds compare the estimates backed by at least
 //! `--min-reporters` devices with the simulator's truth every simulated
 //! minute and are added up ([`tally`]). With `--assert`, the run fails

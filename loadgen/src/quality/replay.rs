@@ -14,6 +14,10 @@
 //! Estimates are computed after each simulated second for the trains that
 //! got reports in it, like the worker publishes after each batch, and the
 //! accuracy rounds read the last published ones.
+//!
+//! The mornings before it are played the same way, unscored ([`warm_up`]),
+//! and only the device scores they taught the model are kept: the stacked
+//! run is given them too.
 
 use std::collections::BTreeMap;
 

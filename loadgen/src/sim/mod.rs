@@ -6,7 +6,7 @@
 //! about. It is pure and deterministic: no IO, no wall clock, the same seed
 //! and the same calls give the same reports.
 //!
-//! - [`network`]: lines, stations, timetables; [`file`] loads one from TOML,
+//! - [`network`]: lines, stations, timetables; [`file`](mod@file) loads one from TOML,
 //!   [`sample`] has a built-in one; [`gtfs_export`] writes one as a GTFS feed.
 //! - [`demand`] and [`trips`]: who boards and alights where, car by car.
 //! - [`riders`]: the reporting population ([`Scenario`]) and perception.
