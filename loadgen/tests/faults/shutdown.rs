@@ -139,7 +139,17 @@ async fn shutdown_answers_every_sent_report_and_ends_every_call_in_time() {
                     outcome.sent.len() - outcome.accepted.len()
                 )
             });
-            assert_eq!(status.code(), tonic::Code::Unavailable, "{status}");
+            // UNAVAILABLE from the server; or, when the client was still
+            // sending as the server closed the connection, the reset of
+            // that connection (a socket closed with unread data is reset,
+            // and the client may lose the status it had not read yet).
+            // Either way the client knows these reports were not taken.
+            let reset = status.code() == tonic::Code::Unknown
+                && status.message().starts_with("h2 protocol error");
+            assert!(
+                status.code() == tonic::Code::Unavailable || reset,
+                "{status}"
+            );
         }
         accepted.extend(outcome.accepted);
     }
