@@ -78,13 +78,19 @@ function levelColour(page, lv) {
   }, lv);
 }
 
+// Read in one go inside the page: the page redraws a train on every
+// update, and a bar read in three steps could be replaced between them
+// (a bar no longer in the page has no computed colour).
 async function carState(page, n) {
-  const car = page.locator(`.train[data-trip="${TRIP}"] .car[data-car="${n}"]`);
-  return {
-    level: Number(await car.getAttribute("data-level")),
-    text: await car.textContent(),
-    colour: await car.evaluate((e) => getComputedStyle(e).backgroundColor),
-  };
+  return page.evaluate(([trip, n]) => {
+    const car = document.querySelector(`.train[data-trip="${trip}"] .car[data-car="${n}"]`);
+    if (!car) return null;
+    return {
+      level: Number(car.getAttribute("data-level")),
+      text: car.textContent,
+      colour: getComputedStyle(car).backgroundColor,
+    };
+  }, [TRIP, n]);
 }
 
 async function main() {
