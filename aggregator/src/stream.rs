@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crowd_proto::connection::{Connection, Target, poll_each};
+use crowd_proto::connection::{Connection, Options, Target, poll_each};
 
 use raw::RawReader;
 
@@ -75,26 +75,19 @@ pub(crate) enum Reader {
 
 impl Reader {
     /// Connects to `target` now (so that a missing Redis shows at once);
-    /// a read waits for its reply up to `response_timeout`, which covers
-    /// the longest block.
-    pub(crate) async fn connect(
-        target: &Target,
-        connect_timeout: Duration,
-        response_timeout: Duration,
-    ) -> redis::RedisResult<Reader> {
+    /// a read waits for its reply up to `options.response_timeout`, which
+    /// must cover the longest block.
+    pub(crate) async fn connect(target: &Target, options: Options) -> redis::RedisResult<Reader> {
         let raw = match target {
-            Target::Single(client) => RawReader::new(client, connect_timeout, response_timeout),
+            Target::Single(client) => {
+                RawReader::new(client, options.connect_timeout, options.response_timeout)
+            }
             Target::Cluster(_) => None,
         };
         if let Some(mut raw) = raw {
             raw.connect().await?;
             return Ok(Reader::Raw(raw));
         }
-        let options = crowd_proto::connection::Options {
-            connect_timeout,
-            response_timeout,
-            retries: 1,
-        };
         Ok(Reader::Pooled(target.connect(options).await?))
     }
 }

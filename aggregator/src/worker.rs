@@ -124,8 +124,8 @@ impl Worker {
             if stop.is_cancelled() {
                 return Ok(None);
             }
-            let cmd = connect(&target, COMMAND_TIMEOUT).await;
-            let reader = Reader::connect(&target, CONNECT_TIMEOUT, read_timeout).await;
+            let cmd = target.connect(options(COMMAND_TIMEOUT)).await;
+            let reader = Reader::connect(&target, options(read_timeout)).await;
             match (cmd, reader) {
                 (Ok(c), Ok(r)) => break (c, r),
                 (Err(e), _) | (_, Err(e)) => {
@@ -966,13 +966,13 @@ impl Worker {
     }
 }
 
-async fn connect(target: &Target, timeout: Duration) -> redis::RedisResult<Connection> {
-    let options = Options {
+/// How the worker's connections connect: replies wait up to `timeout`.
+fn options(timeout: Duration) -> Options {
+    Options {
         connect_timeout: CONNECT_TIMEOUT,
         response_timeout: timeout,
         retries: 1,
-    };
-    target.connect(options).await
+    }
 }
 
 /// What watchers are told when a train's estimate is withdrawn (no report

@@ -791,9 +791,9 @@ fn stops_seen_keep_the_earliest_sighting_whatever_the_order() {
 fn newcomers_naming_a_stop_cannot_silence_the_established_riders() {
     // Four established riders found the train with many seats two minutes
     // ago. Two fresh devices then claim it is full "at" a stop: were the
-    // stop to split every report, the earlier ones would keep a twentieth
-    // of their weight and the newcomers' cap would be measured against
-    // almost nothing.
+    // stop to split every report, the earlier ones would keep only
+    // PAST_STOP_FACTOR of their weight, already aged, and the newcomers'
+    // cap would be measured against almost nothing.
     let mut reports = four_riders_with_many_seats(NOW - 2 * MINUTE);
     for d in 100..102u64 {
         let mut r = report(&format!("s{d}"), d, 5 + d as u32 % 2, Level::Full, NOW);

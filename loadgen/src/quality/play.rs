@@ -95,10 +95,11 @@ pub async fn play(plan: &Plan) -> anyhow::Result<Played> {
         ..StackOptions::default()
     })
     .await?;
-    let result = match remember_earlier_mornings(&stack, plan).await {
-        Ok(()) => drive(&stack, plan).await,
-        Err(e) => Err(e),
-    };
+    let result = async {
+        remember_earlier_mornings(&stack, plan).await?;
+        drive(&stack, plan).await
+    }
+    .await;
     stack.shutdown().await?;
     result
 }

@@ -95,13 +95,13 @@ pub fn warm_up(plan: &Plan, hasher: &DeviceHasher) -> Reputation {
         let shift = TimeDelta::days(days_before);
         let mut scenario = plan.scenario.clone();
         scenario.swarm = None;
+        let mut sim = Simulation::new(Network::sample(), scenario.clone(), plan.seed);
         let day = Plan {
             scenario,
             from: plan.from - shift,
             until: plan.until - shift,
             ..plan.clone()
         };
-        let mut sim = Simulation::new(Network::sample(), day.scenario.clone(), day.seed);
         let mut model = Model::new(params);
         model.reputation = reputation;
         steps(&day, &mut sim, &mut model, hasher, &wall, |_, _, _, _| {});

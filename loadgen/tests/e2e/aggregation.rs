@@ -852,14 +852,9 @@ async fn a_saved_reputation_is_what_the_aggregator_weighs() {
         .await
         .expect("saved");
     let t = trip("AGG-SAVED");
-    append(&mut con, &stored("v1", 1, &t, 1, Level::Empty)).await;
-    for device in 2..=4 {
-        append(
-            &mut con,
-            &stored(&format!("v{device}"), device, &t, 1, Level::Full),
-        )
-        .await;
-    }
+    let mut reports = vec![stored("v1", 1, &t, 1, Level::Empty)];
+    reports.extend((2..=4).map(|d| stored(&format!("v{d}"), d, &t, 1, Level::Full)));
+    append_all(&mut con, &reports).await;
     let aggregator = spawn(config(&redis, &[]));
     wait_for_state(&mut con, &t, Duration::from_secs(5), |s| {
         s.reports_counted == 4
