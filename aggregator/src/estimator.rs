@@ -77,6 +77,13 @@
 //!   independent, agreeing, fresh reports and is lower near a band edge.
 //! - **Per car** estimates exist only for cars somebody reported on; car 0
 //!   ("whole train") only feeds the train level.
+//! - **Weak jumps are paced** ([`pace`]): an estimate more than one level
+//!   from what the train showed, and not confident, is published one
+//!   level from it, and one more level per sixth of a half-life it
+//!   persists. A real change of several levels is confirmed by many
+//!   riders at once and shows at once; the first few devices of a swarm,
+//!   before they are many enough to be seen as a burst, cannot flip a
+//!   train in one go.
 //!
 //! How good this is, and what bounds it, is measured end to end by
 //! `loadgen quality` (or in a second through the same model, `--offline`).
@@ -1076,6 +1083,7 @@ mod ahead;
 pub mod burst;
 mod cars;
 pub mod confidence;
+pub mod pace;
 
 #[cfg(test)]
 mod tests;

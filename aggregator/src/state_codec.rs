@@ -39,6 +39,7 @@ pub fn encode(state: &TrainState) -> Vec<u8> {
         reports_counted: state.reports_counted,
         layout: PACKED_LAYOUT,
         recent_report_ids: state.recent_report_ids.clone(),
+        shown: state.shown,
         ..PackedTrainState::default()
     };
     let n = state.observations.len();
@@ -185,6 +186,7 @@ pub fn decode(bytes: &[u8]) -> Result<TrainState, prost::DecodeError> {
         reports_counted: packed.reports_counted,
         recent_fixes,
         stops_seen,
+        shown: packed.shown,
     })
 }
 
@@ -203,7 +205,7 @@ fn units(degrees: f64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crowd_proto::pb::store::Position;
+    use crowd_proto::pb::store::{Position, Shown};
     use proptest::prelude::*;
 
     fn observation(device: u64, car: u32, level: u32, at: i64) -> Observation {
@@ -265,6 +267,10 @@ mod tests {
                     witnesses: (0..u64::from(i % 3)).map(|w| w * 7 + 1).collect(),
                 })
                 .collect(),
+            shown: Some(Shown {
+                level: 4,
+                holding_since_ms: now - 5_000,
+            }),
         }
     }
 

@@ -25,7 +25,7 @@ use crate::admission::{DeadLetter, admit};
 use crate::backoff::Backoff;
 use crate::baseline_store::{Baselines, TrainMemo};
 use crate::commit::{TrainWrite, WriteError, Writer, indexable};
-use crate::estimator::{self, Applied, Ballot, Params};
+use crate::estimator::{self, Applied, Ballot, Params, pace};
 use crate::lease::Leases;
 use crate::membership::Membership;
 use crate::partition::{Partition, Phase, Train};
@@ -666,9 +666,10 @@ impl Worker {
                 continue;
             };
             estimator::prune(&mut train.state, now, &self.params);
-            let mut estimate =
+            let estimate =
                 self.profiles
                     .estimate(&train.state, now, &self.params, &self.reputation);
+            let mut estimate = pace::publish(&mut train.state, estimate, now, &self.params);
             if let Some(e) = estimate.as_mut() {
                 e.usual_comparison = self.baselines.judge(e, now, &mut train.memo) as i32;
             }

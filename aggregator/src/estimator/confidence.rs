@@ -71,7 +71,7 @@ pub fn band_probability(level: Level, percentage: f64, se: f64) -> f64 {
 }
 
 /// The band of a level, in percentage points: `None` for an open end.
-fn band(level: Level) -> (Option<f64>, Option<f64>) {
+pub(super) fn band(level: Level) -> (Option<f64>, Option<f64>) {
     match level {
         Level::Empty => (None, Some(10.0)),
         Level::ManySeats => (Some(10.0), Some(40.0)),

@@ -281,4 +281,18 @@ mod tests {
         assert!(d.exact >= 0.70 && a.exact >= 0.70, "{q}");
         assert!(a.within_one >= 0.985, "{q}");
     }
+
+    /// On this morning the swarm picks a quiet train whose few riders are
+    /// all new to the service, and its first two devices report before
+    /// there are enough of them to be recognised as a burst: two fresh
+    /// devices against two, the newest win. The estimate may follow them
+    /// one level, not flip the train (without pacing it showed five levels
+    /// off for that round).
+    #[tokio::test]
+    async fn the_first_devices_of_a_swarm_move_a_train_of_newcomers_one_level() {
+        let args = Cli::parse_from(["quality", "--offline", "--date", "2026-11-28"]).quality;
+        let q = run(&args).await.expect("an offline run");
+        assert!(q.swarm.rounds > 0, "{q}");
+        assert!(q.swarm.max_shift_vs_honest <= q.bar.max_swarm_shift, "{q}");
+    }
 }

@@ -232,10 +232,10 @@ impl Model {
                 continue;
             };
             estimator::prune(state, now_ms, &self.params);
-            match self
+            let estimate = self
                 .profiles
-                .estimate(state, now_ms, &self.params, &self.reputation)
-            {
+                .estimate(state, now_ms, &self.params, &self.reputation);
+            match estimator::pace::publish(state, estimate, now_ms, &self.params) {
                 Some(e) => self.published.insert(key, e),
                 None => self.published.remove(&key),
             };
