@@ -40,9 +40,13 @@ const DEVICE_SECRET: &str = "quality-run";
 pub struct Plan {
     pub scenario: Scenario,
     pub seed: u64,
-    /// Simulated start and end.
+    /// Simulated start and end of the scored stretch.
     pub from: NaiveDateTime,
     pub until: NaiveDateTime,
+    /// Simulated minutes played before `from`, unscored: the service has
+    /// been running all morning, so that its trains and the trains ahead
+    /// on each stretch are known when scoring starts.
+    pub lead_in_minutes: i64,
     /// Simulated seconds per real second.
     pub speed: f64,
     /// Reports per simulated minute, all riders together.
@@ -55,6 +59,13 @@ pub struct Plan {
     pub follow: Option<TripRef>,
     /// Mornings the service saw before this one (see [`super::replay::warm_up`]).
     pub warm_up_days: u32,
+}
+
+impl Plan {
+    /// When play starts: `from`, less the lead-in.
+    pub fn start(&self) -> NaiveDateTime {
+        self.from - TimeDelta::minutes(self.lead_in_minutes.max(0))
+    }
 }
 
 /// What one scenario measured.
@@ -129,7 +140,7 @@ async fn remember_earlier_mornings(stack: &Stack, plan: &Plan) -> anyhow::Result
 
 async fn drive(stack: &Stack, plan: &Plan) -> anyhow::Result<Played> {
     let mut sim = Simulation::new(Network::sample(), plan.scenario.clone(), plan.seed);
-    sim.advance_to(plan.from);
+    sim.advance_to(plan.start());
 
     let mut reports = ReportServiceClient::connect(stack.grpc_url()).await?;
     let mut occupancy = OccupancyServiceClient::connect(stack.grpc_url()).await?;
@@ -162,7 +173,7 @@ async fn drive(stack: &Stack, plan: &Plan) -> anyhow::Result<Played> {
     loop {
         tick.tick().await;
         let now = tokio::time::Instant::now();
-        let sim_now = plan.from
+        let sim_now = plan.start()
             + TimeDelta::milliseconds(
                 (now.duration_since(began).as_secs_f64() * plan.speed * 1000.0) as i64,
             );

@@ -137,10 +137,10 @@ fn steps(
     mut on: impl FnMut(NaiveDateTime, Event<'_>, &Simulation, &Model),
 ) {
     let limits = Limits::default();
-    sim.advance_to(plan.from);
+    sim.advance_to(plan.start());
     let per_step = plan.reports_per_sim_minute * STEP_MS as f64 / 60_000.0;
     let mut owed = 0.0;
-    let mut t = plan.from;
+    let mut t = plan.start();
     loop {
         t += TimeDelta::milliseconds(STEP_MS);
         // Like the stacked run: nothing at or after the end.
@@ -289,6 +289,7 @@ mod tests {
             min_reporters: 3,
             follow: None,
             warm_up_days: 0,
+            lead_in_minutes: 0,
         }
     }
 
@@ -303,6 +304,21 @@ mod tests {
         assert_eq!(b.all.numbers(), numbers);
         assert_eq!(b.supported.numbers(), a.supported.numbers());
         assert_eq!(b.acks, a.acks);
+    }
+
+    #[test]
+    fn a_lead_in_is_played_but_not_scored() {
+        let cold = replay(&plan(6));
+        let led = replay(&Plan {
+            lead_in_minutes: 10,
+            ..plan(6)
+        });
+        let (c, l) = (cold.all.numbers(), led.all.numbers());
+        assert_eq!(l.rounds, c.rounds, "the same minutes are scored");
+        assert!(led.acks.0 > cold.acks.0 + 1_000, "{:?}", led.acks);
+        // Trains reported on before the scored hour are estimated from its
+        // first minute.
+        assert!(l.coverage > c.coverage, "{l:?} vs {c:?}");
     }
 
     #[test]
