@@ -12,6 +12,10 @@
 //! within a minute or so while a handful of fresh devices cannot flip a
 //! train in one go.
 //!
+//! An estimate from a single device is shown as it is: it is that rider's
+//! word against nobody's (their own earlier report is the level shown, and
+//! a rider who finds the car has filled must see their update count).
+//!
 //! The level shown and since when are kept in the train's state
 //! ([`Shown`]), so every aggregator paces a train the same way and a
 //! restart does not forget it.
@@ -69,7 +73,7 @@ pub fn pace(
     let (Some(wanted), Some((anchor, holding_since_ms))) = (wanted, anchor) else {
         return (estimate, shown_as_is);
     };
-    if anchor.distance(wanted) <= 1 || estimate.confidence >= CONFIDENT {
+    if anchor.distance(wanted) <= 1 || estimate.confidence >= CONFIDENT || estimate.reporters < 2 {
         return (estimate, shown_as_is);
     }
     // A weak jump: held one step from the level shown, which moves one
@@ -129,6 +133,7 @@ mod tests {
             level: level.number(),
             occupancy_percentage: pct,
             confidence,
+            reporters: 3,
             ..OccupancyEstimate::default()
         }
     }
@@ -197,6 +202,17 @@ mod tests {
         let (out, s) = pace(Some(s), back.clone(), NOW + 1_000, &p);
         assert_eq!(out, back);
         assert_eq!((s.level, s.holding_since_ms), (1, 0));
+    }
+
+    #[test]
+    fn a_lone_rider_changing_their_report_is_shown_at_once() {
+        let lone = OccupancyEstimate {
+            reporters: 1,
+            ..estimate(Level::Full, 140, 0.2)
+        };
+        let (out, s) = pace(shown(Level::Empty), lone.clone(), NOW, &params());
+        assert_eq!(out, lone);
+        assert_eq!((s.level, s.holding_since_ms), (6, 0));
     }
 
     #[test]
