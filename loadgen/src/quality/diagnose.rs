@@ -126,7 +126,6 @@ impl Oracles {
             if seg.is_empty() {
                 self.no_segment_report += 1.0;
             }
-            // Segment only.
             let by_estimator = |reports: &[&Logged], perfect: bool| {
                 let mut s = TrainState::default();
                 for l in reports {
@@ -139,15 +138,6 @@ impl Oracles {
                 }
                 estimator::estimate(&s, now_ms, params, &model.reputation)
             };
-            match by_estimator(&seg, false) {
-                Some(e) => self.scores[1].add(
-                    Level::from_number(e.level).unwrap_or(level),
-                    f64::from(e.occupancy_percentage),
-                    tl,
-                    pct,
-                ),
-                None => self.scores[1].add(level, f64::from(est.occupancy_percentage), tl, pct),
-            }
             let cars_mean = |reports: &[&Logged]| {
                 let mut cars: Vec<u32> = reports
                     .iter()
@@ -172,8 +162,10 @@ impl Oracles {
                     None => self.scores[i].add(level, f64::from(est.occupancy_percentage), tl, pct),
                 }
             }
-            for (i, reports) in [(4, &in_window), (5, &seg)] {
-                match by_estimator(reports, true) {
+            // The estimator fed fewer reports (segment only) or perfect ones.
+            for (i, reports, perfect) in [(1, &seg, false), (4, &in_window, true), (5, &seg, true)]
+            {
+                match by_estimator(reports, perfect) {
                     Some(e) => self.scores[i].add(
                         Level::from_number(e.level).unwrap_or(level),
                         f64::from(e.occupancy_percentage),
